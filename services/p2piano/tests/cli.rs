@@ -1,0 +1,160 @@
+//! The `p2piano` binary as an operator uses it: help and version, configuration errors that
+//! name the variable, `p2piano rooms` serving and stopping cleanly on SIGTERM, and
+//! `p2piano sub` / `p2piano request` showing the bus traffic as JSON.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_p2piano");
+
+fn p2piano(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+fn output(args: &[&str], env: &[(&str, &str)]) -> Output {
+    p2piano(args, env).output().expect("binary runs")
+}
+
+#[test]
+fn help_and_version() {
+    let help = output(&["--help"], &[]);
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for role in ["edge", "rooms", "presence", "all"] {
+        assert!(text.contains(role), "{text}");
+    }
+    let version = output(&["--version"], &[]);
+    assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+    assert!(!output(&["conduct"], &[]).status.success());
+}
+
+#[test]
+fn production_without_required_variables_names_them() {
+    let out = output(&["rooms"], &[("NODE_ENV", "production")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("MONGO_URI"), "{err}");
+    assert!(err.contains("NATS_URL"), "{err}");
+    let out = output(&["rooms"], &[("PORT", "not-a-port")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PORT"));
+}
+
+/// Lines of a child's stream, delivered through a channel so the test can wait for one.
+fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => continue,
+            Err(_) => panic!("no line containing {needle:?}"),
+        }
+    }
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn rooms_serves_shows_events_and_stops_on_sigterm() {
+    let prefix = p2piano_testkit::unique_name("cli");
+    let nats = p2piano_testkit::nats_url();
+    let mongo = p2piano_testkit::mongo_uri();
+    let env = [
+        ("NATS_URL", nats.as_str()),
+        ("MONGO_URI", mongo.as_str()),
+        ("P2PIANO_MONGO_DB", prefix.as_str()),
+        ("P2PIANO_SUBJECT_PREFIX", prefix.as_str()),
+        ("P2PIANO_ADMIN_ADDR", "127.0.0.1:0"),
+        ("P2PIANO_LOG_FORMAT", "json"),
+    ];
+    let mut rooms = p2piano(&["rooms"], &env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = lines(rooms.stdout.take().unwrap());
+    let _stderr = lines(rooms.stderr.take().unwrap());
+    wait_for_line(&logs, "rooms service ready");
+
+    let members = format!("{prefix}.room.*.members");
+    let mut sub = p2piano(&["sub", &members, "--count", "1"], &env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sub_out = lines(sub.stdout.take().unwrap());
+    let sub_err = lines(sub.stderr.take().unwrap());
+    wait_for_line(&sub_err, "listening");
+
+    let owner = p2piano_protocol::UserId::random().to_string();
+    let created = output(
+        &[
+            "request",
+            &format!("{prefix}.rpc.rooms.create"),
+            &format!(r#"{{"ownerId":"{owner}"}}"#),
+        ],
+        &env,
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let code = reply["data"]["ok"]["code"]
+        .as_str()
+        .expect("room code")
+        .to_owned();
+    let joined = output(
+        &[
+            "request",
+            &format!("{prefix}.rpc.rooms.join"),
+            &format!(r#"{{"code":"{code}","userId":"{owner}"}}"#),
+        ],
+        &env,
+    );
+    assert!(joined.status.success());
+
+    let event: serde_json::Value =
+        serde_json::from_str(&wait_for_line(&sub_out, "joined")).unwrap();
+    assert_eq!(event["subject"], format!("{prefix}.room.{code}.members"));
+    assert_eq!(event["data"]["kind"], "joined");
+    assert_eq!(event["data"]["userId"], owner.as_str());
+    assert!(
+        sub.wait().unwrap().success(),
+        "sub stops after --count messages"
+    );
+
+    sigterm(&rooms);
+    wait_for_line(&logs, "rooms service stopped");
+    let status = rooms.wait().unwrap();
+    assert!(status.success(), "clean exit after SIGTERM: {status}");
+}

@@ -1,0 +1,79 @@
+//! Prometheus series of the rooms service.
+
+use p2piano_telemetry::Metrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+
+/// Labels of a request counter: the operation and how it ended (`ok` or an error code).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// RPC operation (`join`, ...).
+    pub op: String,
+    /// `ok` or the error code.
+    pub outcome: String,
+}
+
+/// Label of a latency histogram: the operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    /// RPC operation.
+    pub op: String,
+}
+
+/// The rooms service's metrics, registered in the service's registry.
+#[derive(Clone)]
+pub struct RoomsMetrics {
+    /// `p2piano_rooms_requests_total{op,outcome}`.
+    pub requests: Family<RequestLabels, Counter>,
+    /// `p2piano_rooms_request_duration_seconds{op}`: time from receipt to reply, store included.
+    pub duration: Family<OpLabel, Histogram>,
+    /// `p2piano_rooms_events_published_total`: membership events sent.
+    pub events: Counter,
+    /// `p2piano_rooms_event_publish_failures_total`: membership events the bus refused.
+    pub event_failures: Counter,
+    /// `p2piano_rooms_expired_total`: idle empty rooms deleted by the sweeper.
+    pub expired: Counter,
+}
+
+impl RoomsMetrics {
+    /// Creates the series and registers them in `registry`.
+    pub fn new(registry: &Metrics) -> Self {
+        let m = Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+            }),
+            events: Counter::default(),
+            event_failures: Counter::default(),
+            expired: Counter::default(),
+        };
+        registry.register(
+            "rooms_requests",
+            "Rooms RPC requests by operation and outcome",
+            m.requests.clone(),
+        );
+        registry.register(
+            "rooms_request_duration_seconds",
+            "Rooms RPC handling time",
+            m.duration.clone(),
+        );
+        registry.register(
+            "rooms_events_published",
+            "Membership events published",
+            m.events.clone(),
+        );
+        registry.register(
+            "rooms_event_publish_failures",
+            "Membership events that could not be published",
+            m.event_failures.clone(),
+        );
+        registry.register(
+            "rooms_expired",
+            "Idle empty rooms deleted",
+            m.expired.clone(),
+        );
+        m
+    }
+}

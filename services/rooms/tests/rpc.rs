@@ -1,0 +1,408 @@
+//! Every rooms RPC and its failures, run against both deployments: real NATS + the
+//! MongoDB-wire server, and the in-process bus + memory store.
+
+mod support;
+
+use p2piano_protocol::rpc::{JoinReply, LeaveReply, UpdateUserReply};
+use p2piano_protocol::validate::PALETTE;
+use p2piano_protocol::{ErrorCode, MembersEventKind, Reply, Room, RoomCode, RoomsOp};
+use serde_json::json;
+use support::{Harness, Mode, uid};
+
+macro_rules! both_modes {
+    ($($case:ident),* $(,)?) => {
+        mod nats_mongo {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::Harness::start(super::Mode::NatsMongo).await).await
+            })*
+        }
+        mod in_process {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::Harness::start(super::Mode::InProcess).await).await
+            })*
+        }
+    };
+}
+
+both_modes!(
+    create_and_get,
+    create_with_settings_and_bad_input,
+    get_unknown_and_invalid_codes,
+    update_settings_only_by_owner,
+    join_is_idempotent_and_colors_are_unique,
+    join_uses_profile_defaults,
+    join_refused_when_full_or_locked,
+    join_validates_input,
+    leave_is_idempotent,
+    update_user_changes_member,
+    malformed_requests_get_invalid,
+);
+
+async fn create_room(h: &Harness, owner: &str) -> Room {
+    h.ok(RoomsOp::Create, json!({"ownerId": owner})).await
+}
+
+async fn create_and_get(h: Harness) {
+    let owner = uid();
+    let room = create_room(&h, &owner).await;
+    assert!(RoomCode::parse(room.code.as_str()).is_ok());
+    assert_eq!(room.owner_id.as_str(), owner);
+    assert!(room.participants.is_empty());
+    assert_eq!(room.settings.max_participants, 8);
+    assert!(!room.settings.locked);
+    assert_eq!(room.revision, 1);
+    let got: Room = h.ok(RoomsOp::Get, json!({"code": room.code})).await;
+    assert_eq!(got, room);
+}
+
+async fn create_with_settings_and_bad_input(h: Harness) {
+    let room: Room = h
+        .ok(
+            RoomsOp::Create,
+            json!({"ownerId": uid(), "settings": {"name": " Jam ", "maxParticipants": 4, "locked": true}}),
+        )
+        .await;
+    assert_eq!(room.settings.name.as_deref(), Some("Jam"));
+    assert_eq!(room.settings.max_participants, 4);
+    assert!(room.settings.locked);
+    for bad in [
+        json!({"ownerId": uid(), "settings": {"maxParticipants": 0}}),
+        json!({"ownerId": uid(), "settings": {"maxParticipants": 17}}),
+        json!({"ownerId": uid(), "settings": {"colour": "red"}}),
+        json!({"ownerId": uid(), "settings": {"name": "x".repeat(51)}}),
+        json!({"ownerId": "not-a-uuid"}),
+        json!({}),
+    ] {
+        assert_eq!(
+            h.err(RoomsOp::Create, &bad).await,
+            ErrorCode::Invalid,
+            "{bad}"
+        );
+    }
+}
+
+async fn get_unknown_and_invalid_codes(h: Harness) {
+    assert_eq!(
+        h.err(RoomsOp::Get, json!({"code": "zzzzz"})).await,
+        ErrorCode::NotFound
+    );
+    for bad in ["ABCDE", "abcd", "abcdef", "abcd1", ""] {
+        assert_eq!(
+            h.err(RoomsOp::Get, json!({"code": bad})).await,
+            ErrorCode::Invalid,
+            "{bad}"
+        );
+    }
+}
+
+async fn update_settings_only_by_owner(h: Harness) {
+    let owner = uid();
+    let room = create_room(&h, &owner).await;
+    let mut events = h.events().await;
+    let not_owner = uid();
+    assert_eq!(
+        h.err(
+            RoomsOp::Update,
+            json!({"code": room.code, "by": not_owner, "settings": {"locked": true}})
+        )
+        .await,
+        ErrorCode::Forbidden
+    );
+    let updated: Room = h
+        .ok(
+            RoomsOp::Update,
+            json!({"code": room.code, "by": owner, "settings": {"locked": true, "name": "Duo"}}),
+        )
+        .await;
+    assert!(updated.settings.locked);
+    assert_eq!(updated.settings.name.as_deref(), Some("Duo"));
+    assert_eq!(
+        updated.settings.max_participants, 8,
+        "unchanged fields are kept"
+    );
+    assert_eq!(updated.revision, 2);
+    let ev = events.next().await;
+    assert_eq!(ev.kind, MembersEventKind::Settings);
+    assert_eq!(ev.room, updated);
+    assert_eq!(
+        h.err(
+            RoomsOp::Update,
+            json!({"code": room.code, "by": owner, "settings": {"maxParticipants": 99}})
+        )
+        .await,
+        ErrorCode::Invalid
+    );
+    assert_eq!(
+        h.err(
+            RoomsOp::Update,
+            json!({"code": "zzzzz", "by": owner, "settings": {}})
+        )
+        .await,
+        ErrorCode::NotFound
+    );
+    let stored: Room = h.ok(RoomsOp::Get, json!({"code": room.code})).await;
+    assert_eq!(stored, updated, "refused updates changed nothing");
+}
+
+async fn join_is_idempotent_and_colors_are_unique(h: Harness) {
+    let room = create_room(&h, &uid()).await;
+    let mut events = h.events().await;
+    let (a, b) = (uid(), uid());
+    let ja: JoinReply = h
+        .ok(
+            RoomsOp::Join,
+            json!({"code": room.code, "userId": a, "displayName": "Ada", "instrument": "SYNTH"}),
+        )
+        .await;
+    assert!(!ja.rejoined);
+    assert_eq!(ja.user.display_name.as_str(), "Ada");
+    assert_eq!(ja.user.color.as_str(), PALETTE[0]);
+    let ev = events.next().await;
+    assert_eq!(
+        (ev.kind, ev.user_id.as_ref().map(|u| u.as_str())),
+        (MembersEventKind::Joined, Some(a.as_str()))
+    );
+    assert_eq!(ev.room, ja.room);
+
+    // Joining again changes nothing, publishes nothing, and says so.
+    let again: JoinReply = h
+        .ok(
+            RoomsOp::Join,
+            json!({"code": room.code, "userId": a, "displayName": "Someone else"}),
+        )
+        .await;
+    assert!(again.rejoined);
+    assert_eq!(again.room, ja.room);
+    assert_eq!(again.user, ja.user);
+
+    let jb: JoinReply = h
+        .ok(RoomsOp::Join, json!({"code": room.code, "userId": b}))
+        .await;
+    assert_eq!(jb.user.display_name.as_str(), "Anonymous");
+    assert_eq!(jb.user.color.as_str(), PALETTE[1]);
+    assert_eq!(jb.room.participants.len(), 2);
+    // The next event is b's join: the rejoin published nothing in between.
+    let ev = events.next().await;
+    assert_eq!(ev.user_id.as_ref().map(|u| u.as_str()), Some(b.as_str()));
+    assert_eq!(ev.kind, MembersEventKind::Joined);
+
+    // a leaves and c joins: c gets a's freed colour, the first unused one.
+    let _: LeaveReply = h
+        .ok(RoomsOp::Leave, json!({"code": room.code, "userId": a}))
+        .await;
+    let jc: JoinReply = h
+        .ok(RoomsOp::Join, json!({"code": room.code, "userId": uid()}))
+        .await;
+    assert_eq!(jc.user.color.as_str(), PALETTE[0]);
+    assert_eq!(
+        h.err(RoomsOp::Join, json!({"code": "zzzzz", "userId": a}))
+            .await,
+        ErrorCode::NotFound
+    );
+}
+
+async fn join_uses_profile_defaults(h: Harness) {
+    let user = uid();
+    let r1 = create_room(&h, &uid()).await;
+    let r2 = create_room(&h, &uid()).await;
+    let _: JoinReply = h
+        .ok(RoomsOp::Join, json!({"code": r1.code, "userId": user, "displayName": "Bea", "instrument": "ELECTRIC_BASS"}))
+        .await;
+    let j2: JoinReply = h
+        .ok(RoomsOp::Join, json!({"code": r2.code, "userId": user}))
+        .await;
+    assert_eq!(
+        j2.user.display_name.as_str(),
+        "Bea",
+        "profile name carried across rooms"
+    );
+    assert_eq!(
+        serde_json::to_value(j2.user.instrument).unwrap(),
+        "ELECTRIC_BASS"
+    );
+}
+
+async fn join_refused_when_full_or_locked(h: Harness) {
+    let owner = uid();
+    let room: Room = h
+        .ok(
+            RoomsOp::Create,
+            json!({"ownerId": owner, "settings": {"maxParticipants": 2}}),
+        )
+        .await;
+    let (a, b) = (uid(), uid());
+    let _: JoinReply = h
+        .ok(RoomsOp::Join, json!({"code": room.code, "userId": a}))
+        .await;
+    let _: JoinReply = h
+        .ok(RoomsOp::Join, json!({"code": room.code, "userId": b}))
+        .await;
+    assert_eq!(
+        h.err(RoomsOp::Join, json!({"code": room.code, "userId": uid()}))
+            .await,
+        ErrorCode::Full
+    );
+    // A member may rejoin a full room.
+    let again: JoinReply = h
+        .ok(RoomsOp::Join, json!({"code": room.code, "userId": a}))
+        .await;
+    assert!(again.rejoined);
+
+    let _: Room = h
+        .ok(RoomsOp::Update, json!({"code": room.code, "by": owner, "settings": {"locked": true, "maxParticipants": 8}}))
+        .await;
+    assert_eq!(
+        h.err(RoomsOp::Join, json!({"code": room.code, "userId": uid()}))
+            .await,
+        ErrorCode::Forbidden
+    );
+    let again: JoinReply = h
+        .ok(RoomsOp::Join, json!({"code": room.code, "userId": b}))
+        .await;
+    assert!(again.rejoined, "a member may rejoin a locked room");
+    let after: Room = h.ok(RoomsOp::Get, json!({"code": room.code})).await;
+    assert_eq!(after.participants.len(), 2);
+}
+
+async fn join_validates_input(h: Harness) {
+    let room = create_room(&h, &uid()).await;
+    for bad in [
+        json!({"code": room.code, "userId": uid(), "displayName": "x".repeat(51)}),
+        json!({"code": room.code, "userId": uid(), "displayName": "   "}),
+        json!({"code": room.code, "userId": uid(), "instrument": "KAZOO"}),
+        json!({"code": room.code, "userId": "12345"}),
+        json!({"code": "ABCDE", "userId": uid()}),
+        json!({"code": room.code}),
+    ] {
+        assert_eq!(
+            h.err(RoomsOp::Join, &bad).await,
+            ErrorCode::Invalid,
+            "{bad}"
+        );
+    }
+    // 50 characters after trimming is fine.
+    let padded = format!("  {}  ", "é".repeat(50));
+    let ok: JoinReply = h
+        .ok(
+            RoomsOp::Join,
+            json!({"code": room.code, "userId": uid(), "displayName": padded}),
+        )
+        .await;
+    assert_eq!(ok.user.display_name.as_str().chars().count(), 50);
+    let after: Room = h.ok(RoomsOp::Get, json!({"code": room.code})).await;
+    assert_eq!(after.participants.len(), 1, "refused joins added nobody");
+}
+
+async fn leave_is_idempotent(h: Harness) {
+    let room = create_room(&h, &uid()).await;
+    let a = uid();
+    let _: JoinReply = h
+        .ok(RoomsOp::Join, json!({"code": room.code, "userId": a}))
+        .await;
+    let mut events = h.events().await;
+    let left: LeaveReply = h
+        .ok(RoomsOp::Leave, json!({"code": room.code, "userId": a}))
+        .await;
+    assert!(left.left);
+    assert!(left.room.participants.is_empty());
+    let ev = events.next().await;
+    assert_eq!(ev.kind, MembersEventKind::Left);
+    assert_eq!(ev.user_id.unwrap().as_str(), a);
+    // Leaving again, or never having joined, changes nothing and publishes nothing.
+    let again: LeaveReply = h
+        .ok(RoomsOp::Leave, json!({"code": room.code, "userId": a}))
+        .await;
+    assert!(!again.left);
+    assert_eq!(again.room, left.room);
+    let stranger: LeaveReply = h
+        .ok(RoomsOp::Leave, json!({"code": room.code, "userId": uid()}))
+        .await;
+    assert!(!stranger.left);
+    let b = uid();
+    let _: JoinReply = h
+        .ok(RoomsOp::Join, json!({"code": room.code, "userId": b}))
+        .await;
+    let ev = events.next().await;
+    assert_eq!(
+        (ev.kind, ev.user_id.unwrap().as_str().to_owned()),
+        (MembersEventKind::Joined, b)
+    );
+    assert_eq!(
+        h.err(RoomsOp::Leave, json!({"code": "zzzzz", "userId": a}))
+            .await,
+        ErrorCode::NotFound
+    );
+}
+
+async fn update_user_changes_member(h: Harness) {
+    let room = create_room(&h, &uid()).await;
+    let a = uid();
+    let _: JoinReply = h
+        .ok(RoomsOp::Join, json!({"code": room.code, "userId": a}))
+        .await;
+    let mut events = h.events().await;
+    let up: UpdateUserReply = h
+        .ok(
+            RoomsOp::UpdateUser,
+            json!({"code": room.code, "userId": a, "displayName": "Cleo", "instrument": "SYNTH", "color": "#abc"}),
+        )
+        .await;
+    assert_eq!(up.user.display_name.as_str(), "Cleo");
+    assert_eq!(up.user.color.as_str(), "#abc");
+    assert_eq!(up.room.participant(&up.user.id), Some(&up.user));
+    let ev = events.next().await;
+    assert_eq!(ev.kind, MembersEventKind::Updated);
+    assert_eq!(ev.room, up.room);
+    for bad in [
+        json!({"code": room.code, "userId": a, "color": "red"}),
+        json!({"code": room.code, "userId": a, "color": "#12345"}),
+        json!({"code": room.code, "userId": a, "displayName": "x".repeat(51)}),
+        json!({"code": room.code, "userId": a, "instrument": "KAZOO"}),
+    ] {
+        assert_eq!(
+            h.err(RoomsOp::UpdateUser, &bad).await,
+            ErrorCode::Invalid,
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        h.err(
+            RoomsOp::UpdateUser,
+            json!({"code": room.code, "userId": uid(), "displayName": "X"})
+        )
+        .await,
+        ErrorCode::NotFound
+    );
+    // The new name becomes the profile default in other rooms.
+    let other = create_room(&h, &uid()).await;
+    let j: JoinReply = h
+        .ok(RoomsOp::Join, json!({"code": other.code, "userId": a}))
+        .await;
+    assert_eq!(j.user.display_name.as_str(), "Cleo");
+}
+
+async fn malformed_requests_get_invalid(h: Harness) {
+    let join = h.subjects.rooms_rpc(RoomsOp::Join);
+    for payload in [
+        &b"{not json"[..],
+        b"",
+        b"[1,2]",
+        b"null",
+        b"\"join\"",
+        b"{\"code\": 5}",
+    ] {
+        match h.raw(&join, payload.to_vec()).await {
+            Reply::Error(e) => assert_eq!(e.code, ErrorCode::Invalid, "{payload:?}"),
+            Reply::Ok(v) => panic!("accepted {payload:?}: {v}"),
+        }
+    }
+    let unknown = format!("{}.rpc.rooms.explode", h.subjects.prefix());
+    match h.raw(&unknown, b"{}".to_vec()).await {
+        Reply::Error(e) => assert_eq!(e.code, ErrorCode::Invalid),
+        Reply::Ok(v) => panic!("unknown op answered {v}"),
+    }
+    // The service is still fine afterwards.
+    let _ = create_room(&h, &uid()).await;
+}

@@ -1,0 +1,187 @@
+//! The `Bus` handle every service uses, whichever backend is behind it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::error::BusError;
+use crate::headers::Headers;
+use crate::memory::InProcess;
+use crate::message::Message;
+use crate::nats::NatsTransport;
+use crate::subject;
+use crate::subscription::Subscription;
+use crate::transport::Transport;
+
+/// Which backend a [`Bus`] runs on, e.g. for the first log line of `p2piano all` or to pick
+/// the matching store implementation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusKind {
+    /// A NATS server, for separate processes and horizontal scaling.
+    Nats,
+    /// Channels inside one process, for `p2piano all` with zero setup.
+    InProcess,
+}
+
+/// A cheap-to-clone handle on the message bus: NATS in production, in-process for
+/// `p2piano all`.
+///
+/// Both backends have the same observable semantics (subjects and wildcards, queue groups,
+/// per-publisher order, request/reply errors, slow-consumer drops), so the same service code
+/// runs on either. Subjects, queue groups and headers are validated here, identically for both.
+/// Clones share one connection (NATS) or one set of subscriptions (in-process).
+#[derive(Clone)]
+pub struct Bus {
+    transport: Arc<dyn Transport>,
+}
+
+impl Bus {
+    /// Connects to NATS at `url` (comma-separated for several servers) with client connection
+    /// name `name` (shown by the server's monitoring, so use the service name).
+    ///
+    /// Fails at once with [`Disconnected`](crate::BusErrorKind::Disconnected) if the server
+    /// is unreachable, so a misconfigured service stops at start-up; once connected, the
+    /// client reconnects without limit and restores its subscriptions by itself.
+    #[tracing::instrument(level = "debug", skip_all, fields(url = %url, name = %name))]
+    pub async fn connect_nats(url: &str, name: &str) -> Result<Bus, BusError> {
+        let transport = NatsTransport::connect(url, name).await?;
+        Ok(Bus {
+            transport: Arc::new(transport),
+        })
+    }
+
+    /// A fresh in-process bus; clone it to give every service of `p2piano all` the same bus.
+    pub fn in_process() -> Bus {
+        Bus {
+            transport: Arc::new(InProcess::default()),
+        }
+    }
+
+    /// Which backend this bus runs on.
+    pub fn kind(&self) -> BusKind {
+        self.transport.kind()
+    }
+
+    /// Publishes `payload` to `subject` (no wildcards), to every matching subscriber.
+    /// Fire-and-forget: returns once the message is handed to the backend.
+    #[tracing::instrument(level = "debug", skip_all, fields(subject = %subject))]
+    pub async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
+        subject::validate_publish(subject)?;
+        self.transport
+            .publish(subject, None, Headers::new(), payload)
+            .await
+    }
+
+    /// Publishes with headers, e.g. to carry `traceparent` from one service to the next.
+    #[tracing::instrument(level = "debug", skip_all, fields(subject = %subject))]
+    pub async fn publish_with_headers(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        subject::validate_publish(subject)?;
+        headers.validate()?;
+        self.transport
+            .publish(subject, None, headers, payload)
+            .await
+    }
+
+    /// Publish a message whose reply subject is `reply` (used to answer requests: `publish`
+    /// to `msg.reply`; and to test requests by hand).
+    #[tracing::instrument(level = "debug", skip_all, fields(subject = %subject, reply = %reply))]
+    pub async fn publish_with_reply(
+        &self,
+        subject: &str,
+        reply: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        subject::validate_publish(subject)?;
+        subject::validate_publish(reply)?;
+        headers.validate()?;
+        self.transport
+            .publish(subject, Some(reply), headers, payload)
+            .await
+    }
+
+    /// Subscribes to `subject`, with NATS wildcards: `*` matches one token, `>` one or more
+    /// trailing tokens. When this returns, every later publish that matches is received.
+    #[tracing::instrument(level = "debug", skip_all, fields(subject = %subject))]
+    pub async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError> {
+        subject::validate_subscribe(subject)?;
+        self.transport.subscribe(subject, None).await
+    }
+
+    /// Subscribes as a member of queue group `group`: each message goes to ONE member of the
+    /// group (per group), plus every plain subscriber. This is how service replicas share
+    /// the requests of `rpc.*` subjects.
+    #[tracing::instrument(level = "debug", skip_all, fields(subject = %subject, group = %group))]
+    pub async fn queue_subscribe(
+        &self,
+        subject: &str,
+        group: &str,
+    ) -> Result<Subscription, BusError> {
+        subject::validate_subscribe(subject)?;
+        subject::validate_queue_group(group)?;
+        self.transport.subscribe(subject, Some(group)).await
+    }
+
+    /// Request/reply with a timeout. NoResponders when nobody subscribes to the subject
+    /// (immediately, not after the timeout), Timeout when nobody answered in time.
+    ///
+    /// Returns the first reply; responders answer by publishing to the request's
+    /// [`Message::reply`].
+    #[tracing::instrument(level = "debug", skip_all, fields(subject = %subject))]
+    pub async fn request(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Message, BusError> {
+        subject::validate_publish(subject)?;
+        headers.validate()?;
+        self.transport
+            .request(subject, headers, payload, timeout)
+            .await
+    }
+
+    /// Wait until everything published so far has been sent to the server (no-op in process).
+    ///
+    /// On NATS this is a round trip through the server, so when it returns the server has
+    /// also routed those messages. Fails at once with
+    /// [`Disconnected`](crate::BusErrorKind::Disconnected) while the connection is down.
+    #[tracing::instrument(level = "debug", skip_all)]
+    pub async fn flush(&self) -> Result<(), BusError> {
+        self.transport.flush().await
+    }
+
+    /// Whether the connection is up now (always true in process). Used by /health/ready.
+    pub fn is_connected(&self) -> bool {
+        self.transport.is_connected()
+    }
+
+    /// The underlying NATS client, for JetStream use by the presence service. None in process.
+    pub fn nats_client(&self) -> Option<async_nats::Client> {
+        self.transport.nats_client()
+    }
+
+    /// How many messages were dropped so far because a subscriber on this bus (this NATS
+    /// connection, or the whole in-process bus) fell 65,536 messages behind; exported as a
+    /// drop metric, since a slow consumer loses messages rather than slowing everyone down.
+    pub fn dropped_messages(&self) -> u64 {
+        self.transport.dropped_messages()
+    }
+}
+
+impl fmt::Debug for Bus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bus")
+            .field("kind", &self.kind())
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}

@@ -1,0 +1,334 @@
+//! The in-process bus backend for `p2piano all`: a subject trie plus one bounded channel per
+//! subscription, with the same observable semantics as NATS (wildcards, queue groups,
+//! per-publisher order, slow-consumer drops, no-responders, payload limit).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use rand::Rng;
+use tokio::sync::mpsc;
+
+use crate::bus::BusKind;
+use crate::error::BusError;
+use crate::headers::Headers;
+use crate::message::Message;
+use crate::sublist::Sublist;
+use crate::subscription::{Subscription, SubscriptionBackend};
+use crate::transport::Transport;
+
+/// Messages buffered per subscription before new ones are dropped (async-nats' default).
+pub(crate) const SUBSCRIPTION_CAPACITY: usize = 65_536;
+
+/// Largest message (payload plus headers) accepted, as a default nats-server (1 MiB), so that
+/// an oversized message fails the same way in both modes.
+pub(crate) const MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// One subscription as stored in the trie.
+struct Slot {
+    /// The pattern it was made with, for the slow-consumer warning.
+    subject: Arc<str>,
+    sender: mpsc::Sender<Message>,
+    /// Messages dropped for this subscription because its buffer was full.
+    dropped: AtomicU64,
+}
+
+/// The state every clone of an in-process `Bus` shares.
+#[derive(Default)]
+struct Shared {
+    subs: RwLock<Sublist<Slot>>,
+    next_id: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl Shared {
+    // A panic while holding the lock cannot leave the trie half-updated in a way that matters
+    // more than stopping the whole bus would, so poisoning is ignored.
+    fn read(&self) -> RwLockReadGuard<'_, Sublist<Slot>> {
+        self.subs.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Sublist<Slot>> {
+        self.subs.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Delivers a message to every matching plain subscription and to one member of each
+    /// matching queue group; returns how many subscriptions (groups counting once) matched,
+    /// whether or not their buffer had room.
+    fn publish(
+        &self,
+        subject: &str,
+        reply: Option<&str>,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<usize, BusError> {
+        let size = payload.len() + headers.wire_len();
+        if size > MAX_PAYLOAD {
+            return Err(BusError::other(format!(
+                "message of {size} bytes exceeds the maximum payload of {MAX_PAYLOAD} bytes"
+            )));
+        }
+        let message = Message {
+            subject: subject.to_owned(),
+            reply: reply.map(str::to_owned),
+            headers: headers.trimmed(),
+            payload,
+        };
+        // Delivery is `try_send` only, so the read lock is held briefly and never across an
+        // await; a full buffer drops the message for that subscriber alone.
+        let subs = self.read();
+        let matches = subs.matches(subject);
+        let mut targets = matches.plain;
+        if !matches.groups.is_empty() {
+            let mut rng = rand::rng();
+            for (_, members) in &matches.groups {
+                targets.push(members[rng.random_range(0..members.len())]);
+            }
+        }
+        let interest = targets.len();
+        if let Some((last, rest)) = targets.split_last() {
+            for slot in rest {
+                self.deliver(slot, message.clone());
+            }
+            self.deliver(last, message);
+        }
+        Ok(interest)
+    }
+
+    fn deliver(&self, slot: &Slot, message: Message) {
+        match slot.sender.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                let dropped = slot.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                // Warn on the 1st, 2nd, 4th, 8th... drop so a stuck subscriber cannot flood
+                // the log.
+                if dropped.is_power_of_two() {
+                    tracing::warn!(
+                        subscription = %slot.subject,
+                        subject = %message.subject,
+                        dropped,
+                        "slow consumer: subscription buffer full, message dropped"
+                    );
+                }
+            }
+            // The subscription is being dropped and will leave the trie momentarily.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn subscribe(self: &Arc<Self>, subject: &str, group: Option<&str>) -> MemorySubscription {
+        let (sender, receiver) = mpsc::channel(SUBSCRIPTION_CAPACITY);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot {
+            subject: subject.into(),
+            sender,
+            dropped: AtomicU64::new(0),
+        };
+        self.write().insert(subject, group, id, slot);
+        MemorySubscription {
+            shared: Arc::clone(self),
+            id,
+            subject: subject.to_owned(),
+            group: group.map(str::to_owned),
+            receiver,
+            registered: true,
+        }
+    }
+}
+
+/// The in-process backend; clones of the `Bus` holding it share one set of subscriptions.
+#[derive(Default)]
+pub(crate) struct InProcess {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl Transport for InProcess {
+    fn kind(&self) -> BusKind {
+        BusKind::InProcess
+    }
+
+    async fn publish(
+        &self,
+        subject: &str,
+        reply: Option<&str>,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        self.shared.publish(subject, reply, headers, payload)?;
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        subject: &str,
+        group: Option<&str>,
+    ) -> Result<Subscription, BusError> {
+        let sub = self.shared.subscribe(subject, group);
+        Ok(Subscription::new(subject, Box::new(sub)))
+    }
+
+    async fn request(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Message, BusError> {
+        let inbox = format!("_INBOX.{:032x}", rand::random::<u128>());
+        let mut replies = self.shared.subscribe(&inbox, None);
+        if self
+            .shared
+            .publish(subject, Some(&inbox), headers, payload)?
+            == 0
+        {
+            return Err(BusError::no_responders());
+        }
+        match tokio::time::timeout(timeout, replies.next()).await {
+            Ok(Some(reply)) => Ok(reply),
+            Ok(None) => Err(BusError::other("reply subscription closed")),
+            Err(_) => Err(BusError::timeout()),
+        }
+    }
+
+    async fn flush(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    fn is_connected(&self) -> bool {
+        true
+    }
+
+    fn nats_client(&self) -> Option<async_nats::Client> {
+        None
+    }
+
+    fn dropped_messages(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// An in-process subscription: the receiving end of its slot's channel.
+struct MemorySubscription {
+    shared: Arc<Shared>,
+    id: u64,
+    subject: String,
+    group: Option<String>,
+    receiver: mpsc::Receiver<Message>,
+    /// Whether the slot is still in the trie.
+    registered: bool,
+}
+
+impl MemorySubscription {
+    /// Takes the slot out of the trie: no new messages. Its sender is dropped with it, so the
+    /// receiver yields what is buffered and then ends.
+    fn deregister(&mut self) {
+        if self.registered {
+            self.registered = false;
+            let slot = self
+                .shared
+                .write()
+                .remove(&self.subject, self.group.as_deref(), self.id);
+            drop(slot);
+        }
+    }
+}
+
+#[async_trait]
+impl SubscriptionBackend for MemorySubscription {
+    async fn drain(&mut self) -> Result<(), BusError> {
+        self.deregister();
+        Ok(())
+    }
+
+    async fn unsubscribe(&mut self) -> Result<(), BusError> {
+        self.deregister();
+        self.receiver.close();
+        Ok(())
+    }
+}
+
+impl Stream for MemorySubscription {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.receiver.poll_recv(cx)
+    }
+}
+
+impl Drop for MemorySubscription {
+    fn drop(&mut self) {
+        self.deregister();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BusErrorKind;
+
+    #[tokio::test]
+    async fn slow_consumer_drops_without_blocking_others() {
+        let bus = InProcess::default();
+        let mut slow = bus.subscribe("s.x", None).await.unwrap();
+        let mut fast = bus.subscribe("s.*", None).await.unwrap();
+        let extra = 10;
+        for i in 0..SUBSCRIPTION_CAPACITY + extra {
+            bus.publish("s.x", None, Headers::new(), Bytes::from(i.to_string()))
+                .await
+                .unwrap();
+            // Keep the fast one empty so only the slow one overflows.
+            assert_eq!(fast.next().await.unwrap().payload, i.to_string());
+        }
+        assert_eq!(bus.dropped_messages(), extra as u64);
+        // The slow one kept the oldest messages, in order.
+        assert_eq!(slow.next().await.unwrap().payload, "0");
+        assert_eq!(slow.next().await.unwrap().payload, "1");
+    }
+
+    #[tokio::test]
+    async fn oversized_message_is_rejected() {
+        let bus = InProcess::default();
+        let _sub = bus.subscribe("big", None).await.unwrap();
+        let ok = Bytes::from(vec![0u8; MAX_PAYLOAD]);
+        bus.publish("big", None, Headers::new(), ok).await.unwrap();
+        let too_big = Bytes::from(vec![0u8; MAX_PAYLOAD + 1]);
+        let err = bus
+            .publish("big", None, Headers::new(), too_big)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), BusErrorKind::Other);
+    }
+
+    #[tokio::test]
+    async fn subscriptions_leave_the_trie() {
+        let bus = InProcess::default();
+        let mut a = bus.subscribe("t.a", None).await.unwrap();
+        let mut b = bus.subscribe("t.>", Some("g")).await.unwrap();
+        let c = bus.subscribe("t.*", None).await.unwrap();
+        assert_eq!(bus.shared.read().len(), 3);
+        a.unsubscribe().await.unwrap();
+        b.drain().await.unwrap();
+        drop(c);
+        assert_eq!(bus.shared.read().len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn request_times_out_on_paused_clock() {
+        let bus = InProcess::default();
+        let _silent = bus.subscribe("svc", None).await.unwrap();
+        let err = bus
+            .request("svc", Headers::new(), Bytes::new(), Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), BusErrorKind::Timeout);
+        // The reply inbox was removed again.
+        assert_eq!(bus.shared.read().len(), 1);
+    }
+}

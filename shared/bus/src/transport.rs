@@ -1,0 +1,57 @@
+//! The internal interface each backend implements behind [`Bus`](crate::Bus).
+//!
+//! Subjects, reply subjects, queue groups and headers are validated by `Bus` before they get
+//! here, so backends only move messages.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::bus::BusKind;
+use crate::error::BusError;
+use crate::headers::Headers;
+use crate::message::Message;
+use crate::subscription::Subscription;
+
+/// One bus backend (NATS or in-process).
+#[async_trait]
+pub(crate) trait Transport: Send + Sync {
+    /// Which backend this is.
+    fn kind(&self) -> BusKind;
+
+    /// Publishes one message, with a reply subject when `reply` is given.
+    async fn publish(
+        &self,
+        subject: &str,
+        reply: Option<&str>,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), BusError>;
+
+    /// Subscribes to a pattern, as a member of queue `group` when given. When this returns,
+    /// the subscription receives everything published afterwards, from any connection.
+    async fn subscribe(&self, subject: &str, group: Option<&str>)
+    -> Result<Subscription, BusError>;
+
+    /// Sends a request and waits at most `timeout` for the first reply.
+    async fn request(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Message, BusError>;
+
+    /// Waits until everything published so far has reached the server.
+    async fn flush(&self) -> Result<(), BusError>;
+
+    /// Whether the connection is up now.
+    fn is_connected(&self) -> bool;
+
+    /// The NATS client, when there is one.
+    fn nats_client(&self) -> Option<async_nats::Client>;
+
+    /// Messages dropped so far because a subscriber of this handle could not keep up.
+    fn dropped_messages(&self) -> u64;
+}

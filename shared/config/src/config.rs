@@ -1,0 +1,140 @@
+//! The [`Config`] struct and its defaults.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::LogFormat;
+
+/// Everything a p2piano process can be configured with, for every role.
+///
+/// One struct for all roles so that `p2piano all` and the split services read the same
+/// variables the same way; each service uses the fields it needs. Field docs name the
+/// environment variable; the TOML file uses the field names as keys. `Debug` hides the
+/// secrets so that the configuration can be logged.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Config {
+    /// `NODE_ENV`, default `development`; `production` turns on the strict start-up checks
+    /// and JSON logs, as it did in the original service.
+    pub node_env: String,
+    /// `PORT`, default 3001: the edge's HTTP and Socket.IO port (0 picks a free port).
+    pub port: u16,
+    /// `CORS_ORIGIN`: the origins allowed to call the HTTP API with credentials and to open
+    /// WebSockets; comma-separated in the environment, a string or an array in TOML.
+    #[serde(deserialize_with = "crate::de::list")]
+    pub cors_origin: Vec<String>,
+    /// `COOKIE_SECRET`: key that signs the session cookie; required (32+ characters) in
+    /// production wherever the edge runs.
+    #[serde(deserialize_with = "crate::de::optional_text")]
+    pub cookie_secret: Option<String>,
+    /// `P2PIANO_COOKIE_SECURE`, default true: whether the session cookie gets the `Secure`
+    /// attribute; turn off only for plain-http development.
+    pub cookie_secure: bool,
+    /// `MONGO_URI`: where rooms are stored; unset means the in-memory store (`p2piano all`).
+    #[serde(deserialize_with = "crate::de::optional_text")]
+    pub mongo_uri: Option<String>,
+    /// `MONGO_USERNAME`: credentials kept out of the URI, as the original service allowed.
+    #[serde(deserialize_with = "crate::de::optional_text")]
+    pub mongo_username: Option<String>,
+    /// `MONGO_PASSWORD`: goes with `MONGO_USERNAME`.
+    #[serde(deserialize_with = "crate::de::optional_text")]
+    pub mongo_password: Option<String>,
+    /// `P2PIANO_MONGO_DB`: database name overriding the one in `MONGO_URI`, so that tests and
+    /// several deployments can share one server; see [`Config::mongo_database`].
+    #[serde(deserialize_with = "crate::de::optional_text")]
+    pub mongo_db: Option<String>,
+    /// `P2PIANO_MONGO_TIMEOUT_MS`, default 2000: server selection and per-operation bound,
+    /// so that an unreachable database fails requests instead of hanging them.
+    pub mongo_timeout_ms: u64,
+    /// `NATS_URL`: the bus; unset means the in-process bus (`p2piano all` only).
+    #[serde(deserialize_with = "crate::de::optional_text")]
+    pub nats_url: Option<String>,
+    /// `P2PIANO_SUBJECT_PREFIX`, default `p2piano`: first tokens of every subject, so that
+    /// several deployments (or tests) can share one NATS.
+    pub subject_prefix: String,
+    /// `P2PIANO_ADMIN_ADDR`: where health and metrics are served; `None` means the
+    /// service's own default (rooms `0.0.0.0:9091`, presence `0.0.0.0:9092`, the edge
+    /// serves them on `PORT`).
+    #[serde(deserialize_with = "crate::de::optional_socket_addr")]
+    pub admin_addr: Option<SocketAddr>,
+    /// `P2PIANO_EDGE_ID`: this edge's id in subjects and presence records; `None` lets the
+    /// edge pick a random one (a restarted edge is a new edge).
+    #[serde(deserialize_with = "crate::de::optional_text")]
+    pub edge_id: Option<String>,
+    /// `P2PIANO_REQUEST_TIMEOUT_MS`, default 5000: bound on each bus request.
+    pub request_timeout_ms: u64,
+    /// `P2PIANO_ROOM_IDLE_SECS`, default 5400: how long an empty room is kept.
+    pub room_idle_secs: u64,
+    /// `P2PIANO_SESSION_TTL_SECS`, default 86400: idle expiry of a session.
+    pub session_ttl_secs: u64,
+    /// `P2PIANO_LEAVE_GRACE_MS`, default 5000: how long a dropped connection may take to come
+    /// back before its member is announced as left (0 announces at once).
+    pub leave_grace_ms: u64,
+    /// `P2PIANO_HEARTBEAT_MS`, default 1000: how often an edge tells presence it is alive.
+    pub heartbeat_ms: u64,
+    /// `P2PIANO_EDGE_TIMEOUT_MS`, default 3000: silence after which presence treats an edge
+    /// as dead and announces its members as left.
+    pub edge_timeout_ms: u64,
+    /// `P2PIANO_DRAIN_TIMEOUT_MS`, default 20000: budget for a graceful stop.
+    pub drain_timeout_ms: u64,
+    /// `P2PIANO_LOG_FORMAT` (`text` or `json`): default JSON in production, text otherwise.
+    pub log_format: LogFormat,
+    /// `P2PIANO_LOG`, default `info`: log filter in `tracing_subscriber::EnvFilter` syntax.
+    pub log_level: String,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: base URL of an OTLP/HTTP collector; unset means no
+    /// trace export.
+    #[serde(deserialize_with = "crate::de::optional_text")]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+    /// `OTEL_SERVICE_NAME`: service name on exported traces; `None` lets each role use its
+    /// own name.
+    #[serde(deserialize_with = "crate::de::optional_text")]
+    pub service_name: Option<String>,
+}
+
+impl Default for Config {
+    /// The built-in defaults, as documented on each field; `log_format` is text here
+    /// (loading picks JSON when `node_env` is production).
+    fn default() -> Self {
+        Config {
+            node_env: "development".to_owned(),
+            port: 3001,
+            cors_origin: vec!["http://localhost:5173".to_owned()],
+            cookie_secret: None,
+            cookie_secure: true,
+            mongo_uri: None,
+            mongo_username: None,
+            mongo_password: None,
+            mongo_db: None,
+            mongo_timeout_ms: 2000,
+            nats_url: None,
+            subject_prefix: "p2piano".to_owned(),
+            admin_addr: None,
+            edge_id: None,
+            request_timeout_ms: 5000,
+            room_idle_secs: 5400,
+            session_ttl_secs: 86400,
+            leave_grace_ms: 5000,
+            heartbeat_ms: 1000,
+            edge_timeout_ms: 3000,
+            drain_timeout_ms: 20000,
+            log_format: LogFormat::Text,
+            log_level: "info".to_owned(),
+            otel_exporter_otlp_endpoint: None,
+            service_name: None,
+        }
+    }
+}
+
+impl Config {
+    /// Whether `NODE_ENV` is `production` (any case), which turns on the strict checks of
+    /// [`Config::validate`] and JSON logs.
+    pub fn is_production(&self) -> bool {
+        is_production_env(&self.node_env)
+    }
+}
+
+/// Whether a `NODE_ENV` value means production.
+pub(crate) fn is_production_env(node_env: &str) -> bool {
+    node_env.trim().eq_ignore_ascii_case("production")
+}

@@ -1,0 +1,82 @@
+//! `Debug` for [`Config`] that hides secrets, so that the configuration can be logged at
+//! start-up without leaking the cookie secret or database credentials.
+
+use std::fmt;
+
+use crate::Config;
+use crate::mongo::redact_uri;
+
+const HIDDEN: &str = "<redacted>";
+
+/// A comma-separated list of URLs (as `NATS_URL` allows), each redacted.
+fn redact_urls(urls: &str) -> String {
+    urls.split(',')
+        .map(redact_uri)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn hidden(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| HIDDEN)
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("node_env", &self.node_env)
+            .field("port", &self.port)
+            .field("cors_origin", &self.cors_origin)
+            .field("cookie_secret", &hidden(&self.cookie_secret))
+            .field("cookie_secure", &self.cookie_secure)
+            .field("mongo_uri", &self.mongo_uri.as_deref().map(redact_uri))
+            .field("mongo_username", &self.mongo_username)
+            .field("mongo_password", &hidden(&self.mongo_password))
+            .field("mongo_db", &self.mongo_db)
+            .field("mongo_timeout_ms", &self.mongo_timeout_ms)
+            .field("nats_url", &self.nats_url.as_deref().map(redact_urls))
+            .field("subject_prefix", &self.subject_prefix)
+            .field("admin_addr", &self.admin_addr)
+            .field("edge_id", &self.edge_id)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("room_idle_secs", &self.room_idle_secs)
+            .field("session_ttl_secs", &self.session_ttl_secs)
+            .field("leave_grace_ms", &self.leave_grace_ms)
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("edge_timeout_ms", &self.edge_timeout_ms)
+            .field("drain_timeout_ms", &self.drain_timeout_ms)
+            .field("log_format", &self.log_format)
+            .field("log_level", &self.log_level)
+            .field(
+                "otel_exporter_otlp_endpoint",
+                &self.otel_exporter_otlp_endpoint,
+            )
+            .field("service_name", &self.service_name)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let config = Config {
+            cookie_secret: Some("cookie-secret-value".into()),
+            mongo_password: Some("mongo-password-value".into()),
+            mongo_uri: Some("mongodb://u:uri-password@h:1/db".into()),
+            nats_url: Some("nats://a:4222,nats://n:nats-password@h:4222".into()),
+            ..Config::default()
+        };
+        let printed = format!("{config:?}");
+        for secret in [
+            "cookie-secret-value",
+            "mongo-password-value",
+            "uri-password",
+            "nats-password",
+        ] {
+            assert!(!printed.contains(secret), "{secret} leaked: {printed}");
+        }
+        assert!(printed.contains("mongodb://u:***@h:1/db"));
+    }
+}

@@ -1,0 +1,293 @@
+//! Loading: defaults, the TOML file, the environment, and errors naming the variable.
+
+use std::net::SocketAddr;
+
+use figment::Jail;
+use p2piano_config::{Config, ConfigError, LogFormat};
+
+/// Runs `test` in a figment jail (its own environment and working directory).
+#[allow(clippy::result_large_err)] // Jail's closure must return figment's large error type.
+fn in_jail(test: impl FnOnce(&mut Jail)) {
+    Jail::expect_with(|jail| {
+        test(jail);
+        Ok(())
+    });
+}
+
+fn load(_jail: &mut Jail) -> Result<Config, ConfigError> {
+    Config::load()
+}
+
+/// Loads inside a jail (taking it proves the environment is the jail's).
+fn expect_load(jail: &mut Jail) -> Config {
+    load(jail).unwrap_or_else(|err| panic!("load failed: {err}"))
+}
+
+#[test]
+fn defaults() {
+    in_jail(|jail| {
+        jail.clear_env();
+        let config = expect_load(jail);
+        assert_eq!(config.node_env, "development");
+        assert!(!config.is_production());
+        assert_eq!(config.port, 3001);
+        assert_eq!(config.cors_origin, vec!["http://localhost:5173"]);
+        assert_eq!(config.cookie_secret, None);
+        assert!(config.cookie_secure);
+        assert_eq!(config.mongo_uri, None);
+        assert_eq!(config.mongo_timeout_ms, 2000);
+        assert_eq!(config.nats_url, None);
+        assert_eq!(config.subject_prefix, "p2piano");
+        assert_eq!(config.admin_addr, None);
+        assert_eq!(config.request_timeout_ms, 5000);
+        assert_eq!(config.room_idle_secs, 5400);
+        assert_eq!(config.session_ttl_secs, 86400);
+        assert_eq!(config.leave_grace_ms, 5000);
+        assert_eq!(config.heartbeat_ms, 1000);
+        assert_eq!(config.edge_timeout_ms, 3000);
+        assert_eq!(config.drain_timeout_ms, 20000);
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.log_level, "info");
+        assert_eq!(config.otel_exporter_otlp_endpoint, None);
+        assert_eq!(config.service_name, None);
+        assert_eq!(config.mongo_database(), "p2piano");
+    });
+}
+
+#[test]
+fn environment_overrides_defaults() {
+    in_jail(|jail| {
+        jail.clear_env();
+        jail.set_env("PORT", "4000");
+        jail.set_env("COOKIE_SECRET", "12345678901234567890123456789012");
+        jail.set_env("MONGO_URI", "mongodb://h:1/rooms");
+        jail.set_env("MONGO_USERNAME", "user");
+        jail.set_env("MONGO_PASSWORD", "true");
+        jail.set_env("NATS_URL", "nats://127.0.0.1:4222");
+        jail.set_env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+        jail.set_env("OTEL_SERVICE_NAME", "edge-1");
+        jail.set_env("P2PIANO_COOKIE_SECURE", "false");
+        jail.set_env("P2PIANO_MONGO_DB", "other");
+        jail.set_env("P2PIANO_MONGO_TIMEOUT_MS", "250");
+        jail.set_env("P2PIANO_SUBJECT_PREFIX", "test.run-1");
+        jail.set_env("P2PIANO_ADMIN_ADDR", "127.0.0.1:9999");
+        jail.set_env("P2PIANO_EDGE_ID", "edge-a");
+        jail.set_env("P2PIANO_REQUEST_TIMEOUT_MS", "100");
+        jail.set_env("P2PIANO_ROOM_IDLE_SECS", "60");
+        jail.set_env("P2PIANO_SESSION_TTL_SECS", "120");
+        jail.set_env("P2PIANO_LEAVE_GRACE_MS", "0");
+        jail.set_env("P2PIANO_HEARTBEAT_MS", "200");
+        jail.set_env("P2PIANO_EDGE_TIMEOUT_MS", "900");
+        jail.set_env("P2PIANO_DRAIN_TIMEOUT_MS", "1500");
+        jail.set_env("P2PIANO_LOG_FORMAT", "JSON");
+        jail.set_env("P2PIANO_LOG", "debug,hyper=warn");
+        let config = expect_load(jail);
+        assert_eq!(config.port, 4000);
+        // Digits and booleans stay text where text is expected.
+        assert_eq!(
+            config.cookie_secret.as_deref(),
+            Some("12345678901234567890123456789012")
+        );
+        assert_eq!(config.mongo_password.as_deref(), Some("true"));
+        assert_eq!(config.mongo_uri.as_deref(), Some("mongodb://h:1/rooms"));
+        assert_eq!(config.mongo_username.as_deref(), Some("user"));
+        assert_eq!(config.nats_url.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!(
+            config.otel_exporter_otlp_endpoint.as_deref(),
+            Some("http://collector:4318")
+        );
+        assert_eq!(config.service_name.as_deref(), Some("edge-1"));
+        assert!(!config.cookie_secure);
+        assert_eq!(config.mongo_db.as_deref(), Some("other"));
+        assert_eq!(config.mongo_database(), "other");
+        assert_eq!(config.mongo_timeout_ms, 250);
+        assert_eq!(config.subject_prefix, "test.run-1");
+        assert_eq!(
+            config.admin_addr,
+            Some("127.0.0.1:9999".parse::<SocketAddr>().unwrap())
+        );
+        assert_eq!(config.edge_id.as_deref(), Some("edge-a"));
+        assert_eq!(config.request_timeout_ms, 100);
+        assert_eq!(config.room_idle_secs, 60);
+        assert_eq!(config.session_ttl_secs, 120);
+        assert_eq!(config.leave_grace_ms, 0);
+        assert_eq!(config.heartbeat_ms, 200);
+        assert_eq!(config.edge_timeout_ms, 900);
+        assert_eq!(config.drain_timeout_ms, 1500);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.log_level, "debug,hyper=warn");
+    });
+}
+
+#[test]
+fn production_defaults_to_json_logs_unless_told_otherwise() {
+    in_jail(|jail| {
+        jail.clear_env();
+        jail.set_env("NODE_ENV", "production");
+        let config = expect_load(jail);
+        assert!(config.is_production());
+        assert_eq!(config.log_format, LogFormat::Json);
+
+        jail.set_env("P2PIANO_LOG_FORMAT", "text");
+        assert_eq!(expect_load(jail).log_format, LogFormat::Text);
+    });
+}
+
+#[test]
+fn toml_file_is_overridden_by_environment() {
+    in_jail(|jail| {
+        jail.clear_env();
+        jail.create_file(
+            "p2piano.toml",
+            r#"
+                node_env = "production"
+                port = 5000
+                cors_origin = ["https://a.example", "https://b.example"]
+                mongo_uri = "mongodb://file:1/filedb"
+                subject_prefix = "from-file"
+                heartbeat_ms = 500
+            "#,
+        )
+        .expect("create file");
+        jail.set_env("P2PIANO_CONFIG", "p2piano.toml");
+        jail.set_env("PORT", "6000");
+        jail.set_env("MONGO_URI", "");
+        let config = expect_load(jail);
+        assert_eq!(config.node_env, "production");
+        assert_eq!(
+            config.log_format,
+            LogFormat::Json,
+            "production set in the file"
+        );
+        assert_eq!(config.port, 6000, "environment wins over the file");
+        assert_eq!(
+            config.cors_origin,
+            vec!["https://a.example", "https://b.example"]
+        );
+        assert_eq!(
+            config.mongo_uri, None,
+            "an empty variable unsets the file's value"
+        );
+        assert_eq!(config.subject_prefix, "from-file");
+        assert_eq!(config.heartbeat_ms, 500);
+        assert_eq!(config.edge_timeout_ms, 3000, "defaults still apply");
+    });
+}
+
+#[test]
+fn missing_config_file_is_an_error_naming_the_variable() {
+    in_jail(|jail| {
+        jail.clear_env();
+        jail.set_env("P2PIANO_CONFIG", "nowhere.toml");
+        let err = load(jail).expect_err("a named file that does not exist must fail");
+        assert!(matches!(err, ConfigError::Load(_)));
+        let message = err.to_string();
+        assert!(message.contains("P2PIANO_CONFIG"), "{message}");
+        assert!(message.contains("nowhere.toml"), "{message}");
+    });
+}
+
+#[test]
+fn cors_origin_lists() {
+    in_jail(|jail| {
+        jail.clear_env();
+        jail.set_env(
+            "CORS_ORIGIN",
+            " https://a.example , http://localhost:5173,,",
+        );
+        assert_eq!(
+            expect_load(jail).cors_origin,
+            vec!["https://a.example", "http://localhost:5173"]
+        );
+
+        jail.set_env("CORS_ORIGIN", "https://only.example");
+        assert_eq!(expect_load(jail).cors_origin, vec!["https://only.example"]);
+
+        jail.set_env("CORS_ORIGIN", "");
+        assert_eq!(expect_load(jail).cors_origin, vec!["http://localhost:5173"]);
+
+        jail.create_file(
+            "c.toml",
+            r#"cors_origin = "https://x.example,https://y.example""#,
+        )
+        .expect("create file");
+        jail.set_env("P2PIANO_CONFIG", "c.toml");
+        assert_eq!(
+            expect_load(jail).cors_origin,
+            vec!["https://x.example", "https://y.example"]
+        );
+    });
+}
+
+#[test]
+fn empty_optional_variables_mean_none() {
+    in_jail(|jail| {
+        jail.clear_env();
+        for var in [
+            "COOKIE_SECRET",
+            "MONGO_URI",
+            "NATS_URL",
+            "P2PIANO_ADMIN_ADDR",
+            "P2PIANO_EDGE_ID",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ] {
+            jail.set_env(var, "");
+        }
+        jail.set_env("PORT", "");
+        let config = expect_load(jail);
+        assert_eq!(config.cookie_secret, None);
+        assert_eq!(config.mongo_uri, None);
+        assert_eq!(config.nats_url, None);
+        assert_eq!(config.admin_addr, None);
+        assert_eq!(config.edge_id, None);
+        assert_eq!(config.otel_exporter_otlp_endpoint, None);
+        assert_eq!(
+            config.port, 3001,
+            "an empty required variable keeps its default"
+        );
+    });
+}
+
+#[test]
+fn bad_values_name_their_variable() {
+    for (var, value) in [
+        ("PORT", "abc"),
+        ("PORT", "70000"),
+        ("P2PIANO_REQUEST_TIMEOUT_MS", "-1"),
+        ("P2PIANO_COOKIE_SECURE", "maybe"),
+        ("P2PIANO_LOG_FORMAT", "xml"),
+        ("P2PIANO_ADMIN_ADDR", "not-an-address"),
+    ] {
+        in_jail(|jail| {
+            jail.clear_env();
+            jail.set_env(var, value);
+            let err = load(jail).expect_err(&format!("{var}={value} must fail"));
+            let message = err.to_string();
+            assert!(message.contains(var), "{var}={value}: {message}");
+        });
+    }
+}
+
+#[test]
+fn unknown_prefixed_variables_are_ignored() {
+    in_jail(|jail| {
+        jail.clear_env();
+        jail.set_env("P2PIANO_SOMETHING_ELSE", "x");
+        jail.set_env("P2PIANO_LOG_LEVEL", "trace");
+        assert_eq!(expect_load(jail).log_level, "info");
+    });
+}
+
+#[test]
+fn from_figment_accepts_a_partial_figment() {
+    use figment::Figment;
+    use figment::providers::Serialized;
+
+    let figment = Figment::new()
+        .merge(Serialized::default("node_env", "production"))
+        .merge(Serialized::default("port", 1234));
+    let config = Config::from_figment(figment).expect("partial figment loads");
+    assert_eq!(config.port, 1234);
+    assert_eq!(config.log_format, LogFormat::Json);
+    assert_eq!(config.subject_prefix, "p2piano");
+}

@@ -1,0 +1,103 @@
+//! Trace context across the bus: W3C `traceparent`/`tracestate` in message headers, so that
+//! one client event is one trace through edge, NATS and the services.
+
+use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::HeaderCarrier;
+
+/// Installs the W3C TraceContext propagator globally. [`crate::init`] does this; it is
+/// public for tests and tools that install their own subscriber. Idempotent.
+pub fn install_propagator() {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+}
+
+struct Inject<'a, C: ?Sized>(&'a mut C);
+
+impl<C: HeaderCarrier + ?Sized> Injector for Inject<'_, C> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.set(key, value);
+    }
+}
+
+struct Extract<'a, C: ?Sized>(&'a C);
+
+impl<C: HeaderCarrier + ?Sized> Extractor for Extract<'_, C> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        // The TraceContext propagator only looks keys up by name.
+        Vec::new()
+    }
+}
+
+/// Writes the current tracing span's OpenTelemetry context (`traceparent`, and
+/// `tracestate` when there is one) into `headers`, so that the receiver continues the
+/// trace. Writes nothing outside a span, or when no OpenTelemetry layer is installed.
+pub fn inject_context(headers: &mut impl HeaderCarrier) {
+    let context = tracing::Span::current().context();
+    if !context.span().span_context().is_valid() {
+        return;
+    }
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut Inject(&mut *headers));
+    });
+}
+
+/// Makes `span` a child of the remote span whose context is in `headers`, joining the
+/// sender's trace. Does nothing when the headers carry no valid context. Call it right
+/// after creating the span, before entering it: a started span keeps its parent.
+pub fn set_parent_from(span: &tracing::Span, headers: &impl HeaderCarrier) {
+    let context: Context = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&Extract(headers))
+    });
+    if context.span().span_context().is_valid() {
+        // Fails only without an OpenTelemetry layer (export off: nothing to join), for a
+        // disabled span, or for a span already started; none of these is worth a log line
+        // per message.
+        let _ = span.set_parent(context);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+
+    use super::*;
+
+    /// The subscriber `init` installs (boxed layers, per-layer filter) still lets the span
+    /// extension reach the OpenTelemetry layer.
+    #[test]
+    fn round_trip_through_the_installed_composition() {
+        install_propagator();
+        let provider = SdkTracerProvider::builder().build();
+        for json in [false, true] {
+            let subscriber = crate::subscriber::subscriber(
+                crate::subscriber::filter("info").unwrap(),
+                json,
+                Some(provider.tracer("test")),
+            );
+            tracing::subscriber::with_default(subscriber, || {
+                let sender = tracing::info_span!("send");
+                let mut headers = BTreeMap::new();
+                sender.in_scope(|| inject_context(&mut headers));
+                assert!(headers.contains_key("traceparent"), "{headers:?}");
+
+                let receiver = tracing::info_span!(parent: None, "receive");
+                set_parent_from(&receiver, &headers);
+                assert_eq!(
+                    receiver.context().span().span_context().trace_id(),
+                    sender.context().span().span_context().trace_id()
+                );
+            });
+        }
+    }
+}
