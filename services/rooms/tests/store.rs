@@ -19,7 +19,7 @@ use p2piano_rooms::store::{RoomStore, StoreError, StoredRoom, UserProfile};
 macro_rules! both_stores {
     ($($case:ident),* $(,)?) => {
         mod mongo {
-            $(#[tokio::test]
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
                 let db = p2piano_testkit::unique_name("store");
                 let store = super::support::mongo_store(&p2piano_testkit::mongo_uri(), &db).await;
@@ -27,7 +27,7 @@ macro_rules! both_stores {
             })*
         }
         mod memory {
-            $(#[tokio::test]
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
                 super::$case(std::sync::Arc::new(p2piano_rooms::store::MemoryStore::new())).await
             })*
@@ -176,8 +176,10 @@ async fn concurrent_joins_fill_exactly_to_the_limit(store: Arc<impl RoomStore>) 
     // Separate `Rooms` values per task stand in for separate replicas sharing one store;
     // the test over the bus (tests/concurrency.rs) does the same from separate connections.
     let rooms = Rooms::new(store.clone(), Clock::system(), Duration::from_secs(60));
-    let mut settings = p2piano_protocol::SettingsPatch::default();
-    settings.max_participants = Some(16);
+    let settings = p2piano_protocol::SettingsPatch {
+        max_participants: Some(16),
+        ..Default::default()
+    };
     let room = rooms
         .create(CreateRoom {
             owner_id: UserId::random(),

@@ -175,6 +175,9 @@ fn launch<'a>(python: &'a Path, dir: &'a Path, port: u16) -> Launch<'a> {
         port.to_string().into(),
         "--storage-path".into(),
         dir.join("data").into(),
+        // Commit durably, as mongod's journal does: a killed and restarted server keeps
+        // every acknowledged write, which the restart tests rely on.
+        "--sync-on-commit".into(),
     ];
     Launch {
         what: "secantus",

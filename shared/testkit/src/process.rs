@@ -15,22 +15,23 @@ use std::time::{Duration, Instant};
 /// Its stdin is a pipe whose write end only the test process holds. The server runs in
 /// the background (with stdin `/dev/null`); a reader subshell blocks on the pipe. The
 /// reader wakes up either because the test process wrote `keep` (explicit stop: kill the
-/// server, keep DIR) or because the pipe hit EOF (the test process is gone: kill the
-/// server and remove DIR). If the server exits on its own, the reader is killed and the
-/// watchdog exits too, so "watchdog alive" means "server alive". The watchdog's exit
-/// status is the server's. Arguments are passed as positional parameters, never spliced
-/// into the script, so no quoting issues arise. Async lists get `/dev/null` as stdin in
-/// a non-interactive shell, hence the pipe is moved to fd 3 first.
+/// server, keep DIR) or because the pipe hit EOF (the test process is gone: mark DIR as
+/// orphaned, kill the server; the watchdog then removes DIR once the server is dead).
+/// If the server exits on its own, the reader is killed and the watchdog exits too, so
+/// "watchdog alive" means "server alive". The watchdog's exit status is the server's.
+/// Arguments are passed as positional parameters, never spliced into the script, so no
+/// quoting issues arise. Async lists get `/dev/null` as stdin in a non-interactive shell,
+/// hence the pipe is moved to fd 3 first.
 const WATCHDOG: &str = r#"d=$1; shift
 exec 3<&0 </dev/null
 "$@" 3<&- &
 c=$!
-( IFS= read -r l <&3; kill -9 "$c" 2>/dev/null; [ "$l" = keep ] ) &
+( IFS= read -r l <&3; [ "$l" = keep ] || : > "$d/.p2piano-orphaned"; kill -9 "$c" ) 2>/dev/null &
 r=$!
 exec 3<&-
 wait "$c"; s=$?
-kill "$r" 2>/dev/null; wait "$r"; k=$?
-if [ "$k" -eq 1 ] && [ -n "$d" ]; then rm -rf -- "$d"; fi
+kill "$r" 2>/dev/null; wait "$r" 2>/dev/null
+if [ -e "$d/.p2piano-orphaned" ]; then rm -rf -- "$d"; fi
 exit "$s"
 "#;
 

@@ -189,7 +189,7 @@ fn unique_names_are_valid_and_distinct() {
 
 /// Env var selecting what [`child_process`] does; unset in normal runs.
 const CHILD_MODE: &str = "P2PIANO_TESTKIT_CHILD";
-/// Prefix of the lines the child reports on stdout.
+/// Marks the reports of the child on stdout (libtest may print before it on the line).
 const OUT: &str = "P2PIANO_OUT ";
 
 /// Not a real test: the body of the child processes used below. Does nothing unless
@@ -261,7 +261,7 @@ fn spawn_child(mode: &str, n: usize, env: &[(&str, &str)]) -> (std::process::Chi
     let reports: Vec<String> = stdout
         .lines()
         .map_while(Result::ok)
-        .filter_map(|l| l.strip_prefix(OUT).map(str::to_owned))
+        .filter_map(|l| l.split_once(OUT).map(|(_, v)| v.to_owned()))
         .take(n)
         .collect();
     assert_eq!(reports.len(), n, "child {mode} reported {reports:?}");
@@ -344,4 +344,11 @@ fn env_overrides_start_nothing() {
             "mongodb://example.invalid:27017"
         ]
     );
+}
+
+#[test]
+fn servers_can_be_shared_between_threads_and_tasks() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<NatsServer>();
+    assert_send_sync::<MongoServer>();
 }
