@@ -13,11 +13,11 @@ use p2piano_telemetry::{AdminState, Metrics, Readiness};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
 use crate::metrics::RoomsMetrics;
 use crate::rooms::Rooms;
 use crate::service::RoomsService;
 use crate::store::{MongoSettings, MongoStore, RoomStore, StoreError};
+use p2piano_protocol::Clock;
 
 /// Admin address of the rooms service when `P2PIANO_ADMIN_ADDR` is not set.
 pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:9091";

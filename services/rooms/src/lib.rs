@@ -11,13 +11,12 @@
 //! - [`app`]: start-up, admin HTTP, shutdown.
 
 pub mod app;
-pub mod clock;
 pub mod metrics;
 pub mod rooms;
 pub mod service;
 pub mod store;
 
 pub use app::{AppError, Application};
-pub use clock::Clock;
+pub use p2piano_protocol::Clock;
 pub use rooms::Rooms;
 pub use service::RoomsService;

@@ -19,8 +19,8 @@ use p2piano_protocol::{
 };
 use rand::Rng;
 
-use crate::clock::Clock;
 use crate::store::{RoomStore, StoreError, StoredRoom, UserProfile};
+use p2piano_protocol::Clock;
 
 /// How many codes `create` tries before giving up with `conflict`. With 31^5 ≈ 28.6 M codes
 /// even a million live rooms collide on a random code 3.5% of the time, so eight tries

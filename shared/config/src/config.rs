@@ -78,6 +78,9 @@ pub struct Config {
     pub edge_timeout_ms: u64,
     /// `P2PIANO_DRAIN_TIMEOUT_MS`, default 20000: budget for a graceful stop.
     pub drain_timeout_ms: u64,
+    /// `P2PIANO_KV_REPLICAS`, default 1: replicas of the presence JetStream KV buckets
+    /// (3 on a 3-node NATS cluster). Applied when a bucket is created.
+    pub kv_replicas: usize,
     /// `P2PIANO_LOG_FORMAT` (`text` or `json`): default JSON in production, text otherwise.
     pub log_format: LogFormat,
     /// `P2PIANO_LOG`, default `info`: log filter in `tracing_subscriber::EnvFilter` syntax.
@@ -118,6 +121,7 @@ impl Default for Config {
             heartbeat_ms: 1000,
             edge_timeout_ms: 3000,
             drain_timeout_ms: 20000,
+            kv_replicas: 1,
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
             otel_exporter_otlp_endpoint: None,

@@ -44,6 +44,7 @@ impl fmt::Debug for Config {
             .field("heartbeat_ms", &self.heartbeat_ms)
             .field("edge_timeout_ms", &self.edge_timeout_ms)
             .field("drain_timeout_ms", &self.drain_timeout_ms)
+            .field("kv_replicas", &self.kv_replicas)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .field(

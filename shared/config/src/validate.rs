@@ -3,9 +3,9 @@
 use crate::error::Problem;
 use crate::mongo::has_mongo_scheme;
 use crate::vars::{
-    COOKIE_SECRET, CORS_ORIGIN, DRAIN_TIMEOUT_MS, EDGE_ID, EDGE_TIMEOUT_MS, HEARTBEAT_MS, MONGO_DB,
-    MONGO_TIMEOUT_MS, MONGO_URI, NATS_URL, REQUEST_TIMEOUT_MS, ROOM_IDLE_SECS, SESSION_TTL_SECS,
-    SUBJECT_PREFIX,
+    COOKIE_SECRET, CORS_ORIGIN, DRAIN_TIMEOUT_MS, EDGE_ID, EDGE_TIMEOUT_MS, HEARTBEAT_MS,
+    KV_REPLICAS, MONGO_DB, MONGO_TIMEOUT_MS, MONGO_URI, NATS_URL, REQUEST_TIMEOUT_MS,
+    ROOM_IDLE_SECS, SESSION_TTL_SECS, SUBJECT_PREFIX,
 };
 use crate::{Config, ConfigError, Role};
 
@@ -100,6 +100,12 @@ impl Config {
             if value == 0 {
                 problems.push(Problem::new(variable, "must be greater than 0"));
             }
+        }
+        if !(1..=5).contains(&self.kv_replicas) {
+            problems.push(Problem::new(
+                KV_REPLICAS,
+                "must be between 1 and 5 (JetStream's limit)",
+            ));
         }
         if self.heartbeat_ms >= self.edge_timeout_ms {
             problems.push(Problem::new(

@@ -56,6 +56,8 @@ pub(crate) const SESSION_TTL_SECS: &str = "P2PIANO_SESSION_TTL_SECS";
 pub(crate) const HEARTBEAT_MS: &str = "P2PIANO_HEARTBEAT_MS";
 pub(crate) const EDGE_TIMEOUT_MS: &str = "P2PIANO_EDGE_TIMEOUT_MS";
 pub(crate) const DRAIN_TIMEOUT_MS: &str = "P2PIANO_DRAIN_TIMEOUT_MS";
+/// Replicas of the presence KV buckets.
+pub(crate) const KV_REPLICAS: &str = "P2PIANO_KV_REPLICAS";
 pub(crate) const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 /// Every variable read from the environment.
@@ -81,6 +83,7 @@ pub(crate) const VARS: &[Var] = &[
     var(HEARTBEAT_MS, "heartbeat_ms", Kind::Parsed),
     var(EDGE_TIMEOUT_MS, "edge_timeout_ms", Kind::Parsed),
     var(DRAIN_TIMEOUT_MS, "drain_timeout_ms", Kind::Parsed),
+    var(KV_REPLICAS, "kv_replicas", Kind::Parsed),
     var("P2PIANO_LOG_FORMAT", "log_format", Kind::Keyword),
     var("P2PIANO_LOG", "log_level", Kind::Text),
     var(

@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod events;
+pub mod presence;
 pub mod room;
 pub mod rpc;
 pub mod subjects;
@@ -15,7 +16,8 @@ pub mod validate;
 
 pub use error::{ErrorBody, ErrorCode, Reply};
 pub use events::{MembersEvent, MembersEventKind};
+pub use presence::SessionId;
 pub use room::{ClientRoom, ClientUser, Participant, Room, RoomSettings, RoomView, SettingsPatch};
 pub use subjects::{PresenceOp, RoomsOp, Subjects};
-pub use time::Timestamp;
+pub use time::{Clock, Timestamp};
 pub use validate::{Color, DisplayName, Instrument, RoomCode, UserId, ValidationError};

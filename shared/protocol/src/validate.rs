@@ -51,6 +51,9 @@ pub enum ValidationError {
     /// Participant limit outside 1..=16.
     #[error("settings.maxParticipants must be between 1 and {MAX_PARTICIPANTS_LIMIT}")]
     MaxParticipants,
+    /// Not 32 lower-case hex digits.
+    #[error("sessionId must be 32 lower-case hex digits")]
+    SessionId,
     /// A subject prefix or token that NATS would not accept.
     #[error("{0} must be dot-separated tokens of letters, digits, '_' and '-'")]
     SubjectToken(&'static str),

@@ -1,0 +1,192 @@
+//! Presence on the bus: the RPCs on `<prefix>.rpc.presence.*` (queue group `presence`), every
+//! edge's heartbeats (each replica hears all of them), and the periodic edge check and
+//! sweep.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use p2piano_bus::{Bus, BusError, Headers, Message, Subscription};
+use p2piano_protocol::presence::Heartbeat;
+use p2piano_protocol::{ErrorBody, ErrorCode, PresenceOp, Reply, Subjects};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::metrics::RequestLabels;
+use crate::presence::Presence;
+
+/// Queue group of the presence RPCs: each request reaches one replica.
+pub const QUEUE_GROUP: &str = "presence";
+
+/// The presence service, subscribed and ready to serve.
+pub struct PresenceService {
+    presence: Arc<Presence>,
+    rpc: Subscription,
+    heartbeats: Subscription,
+    heartbeat_every: Duration,
+    drain_timeout: Duration,
+}
+
+impl PresenceService {
+    /// Subscribes to the RPCs and the heartbeats, and adopts the edges and grace periods
+    /// already recorded (a restart continues where the last run stopped).
+    pub async fn subscribe(
+        presence: Arc<Presence>,
+        bus: &Bus,
+        subjects: &Subjects,
+        heartbeat_every: Duration,
+        drain_timeout: Duration,
+    ) -> Result<Self, BusError> {
+        let heartbeats = bus.subscribe(&subjects.all_edge_heartbeats()).await?;
+        let rpc = bus
+            .queue_subscribe(&subjects.presence_rpc_all(), QUEUE_GROUP)
+            .await?;
+        presence.adopt_known_edges().await;
+        Ok(Self {
+            presence,
+            rpc,
+            heartbeats,
+            heartbeat_every,
+            drain_timeout,
+        })
+    }
+
+    /// Serves until `shutdown`, then drains the RPC subscription and answers what was received.
+    pub async fn serve(mut self, shutdown: CancellationToken) {
+        let tracker = TaskTracker::new();
+        let mut check = tokio::time::interval(self.heartbeat_every / 2);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep = tokio::time::interval(self.presence.settings.sweep_every());
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(msg) = self.heartbeats.next() => self.on_heartbeat(&tracker, msg),
+                msg = self.rpc.next() => match msg {
+                    Some(msg) => {
+                        let presence = self.presence.clone();
+                        tracker.spawn(handle(presence, msg));
+                    }
+                    None => {
+                        tracing::warn!("presence subscription closed by the bus");
+                        break;
+                    }
+                },
+                _ = check.tick() => {
+                    for edge in self.presence.silent_edges() {
+                        let presence = self.presence.clone();
+                        tracker.spawn(async move { presence.edge_gone(&edge).await });
+                    }
+                }
+                _ = sweep.tick() => {
+                    let presence = self.presence.clone();
+                    tracker.spawn(async move { presence.sweep().await });
+                }
+            }
+        }
+        tracing::info!("presence service draining");
+        let _ = self.heartbeats.unsubscribe().await;
+        if let Err(e) = self.rpc.drain().await {
+            tracing::warn!(error = %e, "could not drain the presence subscription");
+        }
+        while let Some(msg) = self.rpc.next().await {
+            tracker.spawn(handle(self.presence.clone(), msg));
+        }
+        tracker.close();
+        if tokio::time::timeout(self.drain_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("presence stopped with requests in flight");
+        }
+        self.presence.stop_timers().await;
+        tracing::info!("presence service stopped");
+    }
+
+    fn on_heartbeat(&self, tracker: &TaskTracker, msg: Message) {
+        match serde_json::from_slice::<Heartbeat>(&msg.payload) {
+            Ok(hb) if self.is_own_subject(&msg.subject, &hb.edge_id) => {
+                let presence = self.presence.clone();
+                tracker.spawn(async move { presence.heartbeat(hb).await });
+            }
+            Ok(_) => {
+                tracing::warn!(subject = %msg.subject, "heartbeat for another edge's subject ignored")
+            }
+            Err(e) => {
+                tracing::warn!(subject = %msg.subject, error = %e, "malformed heartbeat ignored")
+            }
+        }
+    }
+
+    /// A heartbeat counts only on its own edge's subject.
+    fn is_own_subject(&self, subject: &str, edge_id: &str) -> bool {
+        subject == self.presence.subjects.edge_heartbeat(edge_id)
+    }
+}
+
+fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ErrorBody> {
+    serde_json::from_slice(payload)
+        .map_err(|e| ErrorBody::new(ErrorCode::Invalid, format!("malformed request: {e}")))
+}
+
+fn encode<T: Serialize>(r: Result<T, ErrorBody>) -> (Bytes, Option<ErrorCode>) {
+    let code = r.as_ref().err().map(|e| e.code);
+    (
+        Bytes::from(serde_json::to_vec(&Reply::from(r)).unwrap_or_default()),
+        code,
+    )
+}
+
+/// Parses and runs one request; a parse error is the `Err` the caller turns into a reply.
+async fn run(
+    p: &Arc<Presence>,
+    op: PresenceOp,
+    payload: &[u8],
+) -> Result<(Bytes, Option<ErrorCode>), ErrorBody> {
+    Ok(match op {
+        PresenceOp::SessionCreate => encode(p.session_create(parse(payload)?).await),
+        PresenceOp::SessionGet => encode(p.session_get(parse(payload)?).await),
+        PresenceOp::Connect => encode(p.connect(parse(payload)?).await),
+        PresenceOp::Disconnect => encode(p.disconnect(parse(payload)?).await),
+    })
+}
+
+async fn handle(presence: Arc<Presence>, msg: Message) {
+    let op = presence.subjects.presence_op_of(&msg.subject);
+    let op_name = op.map_or("unknown", PresenceOp::as_str);
+    let span = tracing::info_span!("presence.rpc", op = op_name);
+    let headers: std::collections::BTreeMap<String, String> = msg
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    p2piano_telemetry::set_parent_from(&span, &headers);
+    async {
+        let started = Instant::now();
+        let Some(reply_to) = msg.reply.as_deref() else {
+            tracing::warn!(subject = %msg.subject, "presence request without a reply subject ignored");
+            return;
+        };
+        let (body, failed) = match op {
+            Some(op) => run(&presence, op, &msg.payload).await.unwrap_or_else(|e| encode::<()>(Err(e))),
+            None => encode::<()>(Err(ErrorBody::new(ErrorCode::Invalid, "unknown presence operation"))),
+        };
+        if let Err(e) = presence.bus.publish_with_headers(reply_to, Headers::new(), body).await {
+            tracing::warn!(error = %e, "could not send presence reply");
+        }
+        let outcome = failed.map_or("ok", ErrorCode::as_str);
+        presence
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels { op: op_name.to_owned(), outcome: outcome.to_owned() })
+            .inc();
+        tracing::debug!(outcome, elapsed_ms = started.elapsed().as_millis() as u64, "presence request");
+    }
+    .instrument(span)
+    .await
+}
