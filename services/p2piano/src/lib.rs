@@ -114,12 +114,13 @@ pub async fn run(cli: Cli) -> ExitCode {
     let shutdown = CancellationToken::new();
     signals::cancel_on_signal(shutdown.clone());
     let result = match command {
-        Command::Rooms => run_rooms(&config, shutdown).await,
-        Command::Edge
-        | Command::Presence
-        | Command::All
-        | Command::Sub { .. }
-        | Command::Request { .. } => {
+        Command::Rooms => run_rooms(&config, shutdown)
+            .await
+            .map_err(|e| e.to_string()),
+        Command::Presence => run_presence(&config, shutdown)
+            .await
+            .map_err(|e| e.to_string()),
+        Command::Edge | Command::All | Command::Sub { .. } | Command::Request { .. } => {
             eprintln!(
                 "p2piano {}: not yet available in this version",
                 command.name()
@@ -142,5 +143,14 @@ async fn run_rooms(
 ) -> Result<(), p2piano_rooms::AppError> {
     let app = p2piano_rooms::Application::build(config).await?;
     tracing::info!(admin_port = app.admin_port(), "p2piano rooms started");
+    app.run_until_stopped(shutdown).await
+}
+
+async fn run_presence(
+    config: &Config,
+    shutdown: CancellationToken,
+) -> Result<(), p2piano_presence::AppError> {
+    let app = p2piano_presence::Application::build(config).await?;
+    tracing::info!(admin_port = app.admin_port(), "p2piano presence started");
     app.run_until_stopped(shutdown).await
 }

@@ -158,3 +158,56 @@ fn rooms_serves_shows_events_and_stops_on_sigterm() {
     let status = rooms.wait().unwrap();
     assert!(status.success(), "clean exit after SIGTERM: {status}");
 }
+
+#[test]
+fn presence_serves_sessions_and_stops_on_sigterm() {
+    let prefix = p2piano_testkit::unique_name("cli_presence");
+    let nats = p2piano_testkit::nats_url();
+    let env = [
+        ("NATS_URL", nats.as_str()),
+        ("P2PIANO_SUBJECT_PREFIX", prefix.as_str()),
+        ("P2PIANO_ADMIN_ADDR", "127.0.0.1:0"),
+        ("P2PIANO_LOG_FORMAT", "json"),
+    ];
+    let mut presence = p2piano(&["presence"], &env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = lines(presence.stdout.take().unwrap());
+    let _stderr = lines(presence.stderr.take().unwrap());
+    wait_for_line(&logs, "presence service ready");
+
+    let created = output(
+        &[
+            "request",
+            &format!("{prefix}.rpc.presence.session_create"),
+            "{}",
+        ],
+        &env,
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let sid = reply["data"]["ok"]["sessionId"]
+        .as_str()
+        .expect("a session id")
+        .to_owned();
+    let found = output(
+        &[
+            "request",
+            &format!("{prefix}.rpc.presence.session_get"),
+            &format!(r#"{{"sessionId":"{sid}"}}"#),
+        ],
+        &env,
+    );
+    let found: serde_json::Value = serde_json::from_slice(&found.stdout).unwrap();
+    assert_eq!(found["data"]["ok"]["userId"], reply["data"]["ok"]["userId"]);
+
+    sigterm(&presence);
+    wait_for_line(&logs, "presence service stopped");
+    assert!(presence.wait().unwrap().success());
+}

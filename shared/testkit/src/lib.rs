@@ -68,8 +68,10 @@ mod process;
 mod shared;
 #[cfg(test)]
 mod tests;
+mod wait;
 
 pub use mongo::MongoServer;
 pub use names::unique_name;
 pub use nats::NatsServer;
 pub use shared::{mongo_uri, nats_url};
+pub use wait::{CONDITION_DEADLINE, http_get, wait_until};
