@@ -15,19 +15,24 @@ use crate::records::{ConnRecord, ConnState, decode, encode};
 
 impl Presence {
     /// `connect`: this socket is now the session's current one.
-    #[tracing::instrument(skip_all, fields(edge_id = %req.edge_id, conn_id = %req.conn_id, code = %req.room_code))]
+    #[tracing::instrument(skip_all, fields(edge_id = %req.edge_id, conn_id = %req.conn_id, code = ?req.room_code))]
     pub async fn connect(self: &Arc<Self>, req: Connect) -> Result<ConnectReply, ErrorBody> {
         let session = self.touch_session(&req.session_id).await?;
         let key = req.session_id.storage_key();
-        let next = ConnRecord {
-            user_id: session.user_id.clone(),
-            edge_id: req.edge_id.clone(),
-            conn_id: req.conn_id.clone(),
-            room_code: req.room_code.clone(),
-            state: ConnState::Live,
-        };
         for _ in 0..CAS_ATTEMPTS {
             let current = self.read_conn(&key).await?;
+            // Without a room, the session keeps the room it is still a member of.
+            let carried = current.as_ref().and_then(|(_, old)| match old.state {
+                ConnState::Leaving { .. } => None,
+                _ => old.room_code.clone(),
+            });
+            let next = ConnRecord {
+                user_id: session.user_id.clone(),
+                edge_id: req.edge_id.clone(),
+                conn_id: req.conn_id.clone(),
+                room_code: req.room_code.clone().or(carried),
+                state: ConnState::Live,
+            };
             let written = match &current {
                 None => self.buckets.connections.create(&key, encode(&next)).await,
                 Some((entry, _)) => {
@@ -75,18 +80,30 @@ impl Presence {
             _ => None,
         };
         // A `leaving` record means the leave is (being) announced: the member is gone.
-        let still_member = !matches!(old.state, ConnState::Leaving { .. });
-        if matches!(old.state, ConnState::Grace { .. }) && old.room_code == req.room_code {
+        let member_of = match old.state {
+            ConnState::Leaving { .. } => None,
+            _ => old.room_code.as_ref(),
+        };
+        let Some(requested) = req.room_code.as_ref() else {
+            // No room asked for yet: nothing to leave, nothing rejoined.
+            return ConnectReply {
+                user_id: user,
+                replaced,
+                reconnect: false,
+            };
+        };
+        let reconnect = member_of == Some(requested);
+        if reconnect && matches!(old.state, ConnState::Grace { .. }) {
             self.metrics.reconnects.inc();
         }
-        if still_member && old.room_code != req.room_code {
+        if let Some(previous) = member_of.filter(|r| *r != requested) {
             // The session moved to another room: its old membership ends now, no grace.
-            self.leave_room(&old.room_code, &user).await;
+            self.leave_room(previous, &user).await;
         }
         ConnectReply {
             user_id: user,
             replaced,
-            reconnect: still_member && old.room_code == req.room_code,
+            reconnect,
         }
     }
 
@@ -174,7 +191,11 @@ impl Presence {
             // Another replica claimed it, or the session came back: not ours to announce.
             Err(_) => return,
         };
-        if self.leave_room(&record.room_code, &record.user_id).await {
+        let done = match &record.room_code {
+            Some(code) => self.leave_room(code, &record.user_id).await,
+            None => true,
+        };
+        if done {
             // Only forget the socket if nothing changed since the claim (a connect may
             // have taken the key over; then it is that socket's record now).
             let _ = self.buckets.connections.delete(key, Some(claimed)).await;

@@ -56,8 +56,9 @@ pub struct ConnRecord {
     pub edge_id: String,
     /// Socket id on that edge.
     pub conn_id: String,
-    /// The room the socket is for.
-    pub room_code: RoomCode,
+    /// The room the session is a member of through this socket, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_code: Option<RoomCode>,
     /// Where it stands.
     #[serde(flatten)]
     pub state: ConnState,
@@ -101,7 +102,7 @@ mod tests {
             user_id: UserId::random(),
             edge_id: "e1".into(),
             conn_id: "c1".into(),
-            room_code: RoomCode::parse("fxa3x").unwrap(),
+            room_code: Some(RoomCode::parse("fxa3x").unwrap()),
             state: ConnState::Grace {
                 until: Timestamp::from_millis(5),
             },

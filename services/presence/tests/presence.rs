@@ -39,6 +39,7 @@ both_modes!(
     leave_after_grace,
     stale_disconnect_is_ignored,
     moving_to_another_room_leaves_the_old_one,
+    connect_without_room_keeps_the_membership,
     dead_edge_members_are_left_in_time,
     stopping_edge_goes_to_grace_at_once,
     bad_input_gets_invalid,
@@ -297,7 +298,7 @@ async fn bad_input_gets_invalid(h: Harness) {
         (PresenceOp::SessionGet, json!({"sessionId": 42})),
         (
             PresenceOp::Connect,
-            json!({"sessionId": sid.expose(), "edgeId": "e", "connId": "c"}),
+            json!({"sessionId": sid.expose(), "edgeId": "e", "connId": "c", "roomCode": 5}),
         ),
         (
             PresenceOp::Connect,
@@ -356,4 +357,36 @@ async fn bad_input_gets_invalid(h: Harness) {
         .await
         .unwrap();
     let _ = h.session().await;
+}
+
+/// A service-dialect client reconnects without a room, then rejoins the one it was in:
+/// neither step is a leave, and the rejoin is a reconnect.
+async fn connect_without_room_keeps_the_membership(h: Harness) {
+    let room = h.room().await;
+    let mut events = h.events().await;
+    let s = h.session().await;
+    h.connect_and_join(&s, "edge-a", "c1", &room).await;
+    assert!(h.disconnect(&s, "edge-a", "c1").await);
+    let bare: Value = h
+        .presence_ok(
+            PresenceOp::Connect,
+            json!({"sessionId": s.session_id.expose(), "edgeId": "edge-b", "connId": "c2"}),
+        )
+        .await;
+    assert_eq!(bare["reconnect"], false);
+    let rejoined: Value = h
+        .presence_ok(
+            PresenceOp::Connect,
+            json!({"sessionId": s.session_id.expose(), "edgeId": "edge-b", "connId": "c2", "roomCode": room.code}),
+        )
+        .await;
+    assert_eq!(rejoined["reconnect"], true);
+    let marker = h.session().await;
+    h.connect_and_join(&marker, "edge-a", "m1", &room).await;
+    assert!(h.disconnect(&marker, "edge-a", "m1").await);
+    assert_eq!(
+        events.next_left().await.user_id.as_ref(),
+        Some(&marker.user_id)
+    );
+    assert!(h.members_of(&room).await.contains(&s.user_id.to_string()));
 }

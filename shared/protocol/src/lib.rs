@@ -8,6 +8,7 @@
 pub mod error;
 pub mod events;
 pub mod presence;
+pub mod relay;
 pub mod room;
 pub mod rpc;
 pub mod subjects;

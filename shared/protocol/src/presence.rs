@@ -151,8 +151,11 @@ pub struct Connect {
     /// The socket's id on that edge.
     #[serde(deserialize_with = "conn_id")]
     pub conn_id: String,
-    /// The room the socket is for.
-    pub room_code: RoomCode,
+    /// The room the socket is for. Absent for a service-dialect socket that has not joined
+    /// a room yet: the session's room, if any, is then kept (so a reconnecting client that
+    /// rejoins it is not announced as leaving and joining).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_code: Option<RoomCode>,
 }
 
 /// A socket somewhere: which edge, which id.

@@ -1,0 +1,142 @@
+//! Typed calls from the edge to the rooms and presence services over the bus.
+//!
+//! Every call has the configured timeout; a service that cannot be reached (no responders,
+//! timeout, NATS down) is reported as `unavailable`, which HTTP turns into 503 and sockets
+//! into an error event, never a hang.
+
+use std::time::Duration;
+
+use p2piano_bus::{Bus, Headers};
+use p2piano_protocol::presence::{
+    Connect, ConnectReply, Disconnect, DisconnectReply, SessionCreate, SessionCreated, SessionGet,
+    SessionInfo,
+};
+use p2piano_protocol::rpc::{
+    CreateRoom, GetRoom, JoinReply, JoinRoom, LeaveReply, LeaveRoom, UpdateRoom, UpdateUser,
+    UpdateUserReply,
+};
+use p2piano_protocol::{
+    ErrorBody, ErrorCode, PresenceOp, Reply, Room, RoomsOp, SessionId, Subjects,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The edge's client of the rooms and presence RPCs.
+#[derive(Clone, Debug)]
+pub struct Rpc {
+    bus: Bus,
+    subjects: Subjects,
+    timeout: Duration,
+}
+
+fn unavailable(what: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::Unavailable, format!("{what} is unavailable, try again later"))
+}
+
+impl Rpc {
+    /// A client on `bus` with the given per-request timeout.
+    pub fn new(bus: Bus, subjects: Subjects, timeout: Duration) -> Self {
+        Self { bus, subjects, timeout }
+    }
+
+    /// The subjects in use.
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    /// The bus in use.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// Sends `req` to `subject` and decodes the `{"ok"}`/`{"error"}` reply.
+    #[tracing::instrument(skip_all, fields(subject = %subject))]
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        subject: String,
+        service: &'static str,
+        req: &Req,
+    ) -> Result<Resp, ErrorBody> {
+        let body = serde_json::to_vec(req).map_err(|e| ErrorBody::new(ErrorCode::Invalid, e.to_string()))?;
+        let mut map = std::collections::BTreeMap::new();
+        p2piano_telemetry::inject_context(&mut map);
+        let headers: Headers = map.into_iter().collect();
+        let msg = self
+            .bus
+            .request(&subject, headers, body.into(), self.timeout)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, service, "rpc failed");
+                unavailable(service)
+            })?;
+        match serde_json::from_slice::<Reply<Resp>>(&msg.payload) {
+            Ok(reply) => reply.into_result(),
+            Err(e) => {
+                tracing::warn!(error = %e, service, "unreadable rpc reply");
+                Err(unavailable(service))
+            }
+        }
+    }
+
+    async fn rooms<Req: Serialize, Resp: DeserializeOwned>(&self, op: RoomsOp, req: &Req) -> Result<Resp, ErrorBody> {
+        self.call(self.subjects.rooms_rpc(op), "rooms", req).await
+    }
+
+    async fn presence<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        op: PresenceOp,
+        req: &Req,
+    ) -> Result<Resp, ErrorBody> {
+        self.call(self.subjects.presence_rpc(op), "presence", req).await
+    }
+
+    /// rooms `create`.
+    pub async fn create_room(&self, req: &CreateRoom) -> Result<Room, ErrorBody> {
+        self.rooms(RoomsOp::Create, req).await
+    }
+
+    /// rooms `get`.
+    pub async fn get_room(&self, req: &GetRoom) -> Result<Room, ErrorBody> {
+        self.rooms(RoomsOp::Get, req).await
+    }
+
+    /// rooms `update`.
+    pub async fn update_room(&self, req: &UpdateRoom) -> Result<Room, ErrorBody> {
+        self.rooms(RoomsOp::Update, req).await
+    }
+
+    /// rooms `join`.
+    pub async fn join_room(&self, req: &JoinRoom) -> Result<JoinReply, ErrorBody> {
+        self.rooms(RoomsOp::Join, req).await
+    }
+
+    /// rooms `leave`.
+    pub async fn leave_room(&self, req: &LeaveRoom) -> Result<LeaveReply, ErrorBody> {
+        self.rooms(RoomsOp::Leave, req).await
+    }
+
+    /// rooms `update_user`.
+    pub async fn update_user(&self, req: &UpdateUser) -> Result<UpdateUserReply, ErrorBody> {
+        self.rooms(RoomsOp::UpdateUser, req).await
+    }
+
+    /// presence `session_create`.
+    pub async fn session_create(&self, req: &SessionCreate) -> Result<SessionCreated, ErrorBody> {
+        self.presence(PresenceOp::SessionCreate, req).await
+    }
+
+    /// presence `session_get`.
+    pub async fn session_get(&self, id: &SessionId) -> Result<SessionInfo, ErrorBody> {
+        self.presence(PresenceOp::SessionGet, &SessionGet { session_id: id.clone() }).await
+    }
+
+    /// presence `connect`.
+    pub async fn connect(&self, req: &Connect) -> Result<ConnectReply, ErrorBody> {
+        self.presence(PresenceOp::Connect, req).await
+    }
+
+    /// presence `disconnect`.
+    pub async fn disconnect(&self, req: &Disconnect) -> Result<DisconnectReply, ErrorBody> {
+        self.presence(PresenceOp::Disconnect, req).await
+    }
+}
