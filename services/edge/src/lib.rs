@@ -1,1 +1,26 @@
-//! placeholder
+//! The edge: the HTTP API and the Socket.IO gateway that browsers talk to.
+//!
+//! Stateless apart from its own sockets: sessions live in presence, rooms in the rooms
+//! service, and each room's traffic reaches every edge holding a member of it through the
+//! room's subjects. Any edge can serve any client.
+//!
+//! - [`http`]: REST routes in both dialects, sessions and cookies, CORS, limits, OpenAPI;
+//! - [`sio`]: the Engine.IO / Socket.IO frame codec;
+//! - [`socket`]: the upgrade, one task per socket, the writer and its queue, limits;
+//! - [`events`]: validation of each dialect's events into actions;
+//! - [`dialect`]: how each dialect's outgoing events are written;
+//! - [`fanout`]: per-room subscriptions and delivery to local sockets;
+//! - [`edge`], [`app`]: shared state, start-up, control from presence, drain.
+
+pub mod app;
+pub mod dialect;
+pub mod edge;
+pub mod events;
+pub mod fanout;
+pub mod http;
+pub mod metrics;
+pub mod rpc;
+pub mod sio;
+pub mod socket;
+
+pub use app::{AppError, Application};

@@ -30,13 +30,20 @@ pub struct Rpc {
 }
 
 fn unavailable(what: &str) -> ErrorBody {
-    ErrorBody::new(ErrorCode::Unavailable, format!("{what} is unavailable, try again later"))
+    ErrorBody::new(
+        ErrorCode::Unavailable,
+        format!("{what} is unavailable, try again later"),
+    )
 }
 
 impl Rpc {
     /// A client on `bus` with the given per-request timeout.
     pub fn new(bus: Bus, subjects: Subjects, timeout: Duration) -> Self {
-        Self { bus, subjects, timeout }
+        Self {
+            bus,
+            subjects,
+            timeout,
+        }
     }
 
     /// The subjects in use.
@@ -57,7 +64,8 @@ impl Rpc {
         service: &'static str,
         req: &Req,
     ) -> Result<Resp, ErrorBody> {
-        let body = serde_json::to_vec(req).map_err(|e| ErrorBody::new(ErrorCode::Invalid, e.to_string()))?;
+        let body = serde_json::to_vec(req)
+            .map_err(|e| ErrorBody::new(ErrorCode::Invalid, e.to_string()))?;
         let mut map = std::collections::BTreeMap::new();
         p2piano_telemetry::inject_context(&mut map);
         let headers: Headers = map.into_iter().collect();
@@ -78,7 +86,11 @@ impl Rpc {
         }
     }
 
-    async fn rooms<Req: Serialize, Resp: DeserializeOwned>(&self, op: RoomsOp, req: &Req) -> Result<Resp, ErrorBody> {
+    async fn rooms<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        op: RoomsOp,
+        req: &Req,
+    ) -> Result<Resp, ErrorBody> {
         self.call(self.subjects.rooms_rpc(op), "rooms", req).await
     }
 
@@ -87,7 +99,8 @@ impl Rpc {
         op: PresenceOp,
         req: &Req,
     ) -> Result<Resp, ErrorBody> {
-        self.call(self.subjects.presence_rpc(op), "presence", req).await
+        self.call(self.subjects.presence_rpc(op), "presence", req)
+            .await
     }
 
     /// rooms `create`.
@@ -127,7 +140,13 @@ impl Rpc {
 
     /// presence `session_get`.
     pub async fn session_get(&self, id: &SessionId) -> Result<SessionInfo, ErrorBody> {
-        self.presence(PresenceOp::SessionGet, &SessionGet { session_id: id.clone() }).await
+        self.presence(
+            PresenceOp::SessionGet,
+            &SessionGet {
+                session_id: id.clone(),
+            },
+        )
+        .await
     }
 
     /// presence `connect`.

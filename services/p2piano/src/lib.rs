@@ -120,7 +120,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Presence => run_presence(&config, shutdown)
             .await
             .map_err(|e| e.to_string()),
-        Command::Edge | Command::All | Command::Sub { .. } | Command::Request { .. } => {
+        Command::Edge => run_edge(&config, shutdown).await.map_err(|e| e.to_string()),
+        Command::All | Command::Sub { .. } | Command::Request { .. } => {
             eprintln!(
                 "p2piano {}: not yet available in this version",
                 command.name()
@@ -152,5 +153,18 @@ async fn run_presence(
 ) -> Result<(), p2piano_presence::AppError> {
     let app = p2piano_presence::Application::build(config).await?;
     tracing::info!(admin_port = app.admin_port(), "p2piano presence started");
+    app.run_until_stopped(shutdown).await
+}
+
+async fn run_edge(
+    config: &Config,
+    shutdown: CancellationToken,
+) -> Result<(), p2piano_edge::AppError> {
+    let app = p2piano_edge::Application::build(config).await?;
+    tracing::info!(
+        port = app.port(),
+        edge_id = app.edge_id(),
+        "p2piano edge started"
+    );
     app.run_until_stopped(shutdown).await
 }

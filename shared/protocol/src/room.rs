@@ -16,22 +16,28 @@ use crate::validate::{
 };
 
 /// One member of a room as every shape shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Participant {
     /// Public user id.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "3f1c2d9e-8a4b-4c1d-9e2f-5a6b7c8d9e0f"))]
     pub id: UserId,
     /// Name shown to the others.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, min_length = 1, max_length = 50))]
     pub display_name: DisplayName,
     /// Instrument the member plays.
     pub instrument: Instrument,
     /// Colour of the member's keys, unique in the room while the palette lasts.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "#5dadecff"))]
     pub color: Color,
     /// When the member joined this room.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub joined_at: Timestamp,
 }
 
 /// A room's settings. Only the owner may change them.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomSettings {
@@ -56,6 +62,7 @@ impl Default for RoomSettings {
 
 /// A partial settings update: absent fields keep their value; an empty or blank `name`
 /// clears the name. Unknown fields are refused so that a typo is not silently ignored.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SettingsPatch {
@@ -147,14 +154,18 @@ impl Room {
 }
 
 /// The room in the service dialect (REST `/rooms`, Socket.IO namespace `/`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomView {
     /// Room code.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "fxa3x"))]
     pub code: RoomCode,
     /// Creation time.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
     /// Last change.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub last_activity: Timestamp,
     /// Members in join order.
     pub participants: Vec<Participant>,
@@ -163,14 +174,18 @@ pub struct RoomView {
 }
 
 /// A member as the p2piano web client expects it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientUser {
     /// Public user id.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "3f1c2d9e-8a4b-4c1d-9e2f-5a6b7c8d9e0f"))]
     pub user_id: UserId,
     /// Display name.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub display_name: DisplayName,
     /// Colour.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub color: Color,
     /// Instrument.
     pub instrument: Instrument,
@@ -189,15 +204,19 @@ impl From<&Participant> for ClientUser {
 
 /// The room as the p2piano web client expects it: `{"roomId","users":{id: user},"createdAt"}`.
 /// `users` is an object keyed by user id, written in join order.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientRoom {
     /// Room code.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "fxa3x"))]
     pub room_id: RoomCode,
     /// Members in join order, written as an object keyed by user id.
     #[serde(serialize_with = "users_as_map")]
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, ClientUser>))]
     pub users: Vec<ClientUser>,
     /// Creation time.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
 }
 

@@ -245,6 +245,7 @@ impl UserId {
 
 /// The instruments the p2piano client can play. The list lives here only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Instrument {
     /// Acoustic piano, the default.

@@ -94,13 +94,20 @@ impl Outbox {
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.state.dropped.fetch_add(1, Ordering::Relaxed);
                 let now = self.state.epoch.elapsed().as_millis() as u64 + 1;
-                let since = match self.state.full_since_ms.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
-                {
+                let since = match self.state.full_since_ms.compare_exchange(
+                    0,
+                    now,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
                     Ok(_) => now,
                     Err(v) => v,
                 };
                 if now.saturating_sub(since) >= SLOW_CONSUMER_GRACE.as_millis() as u64 {
-                    self.close(Close { code: 1013, reason: "slow consumer" });
+                    self.close(Close {
+                        code: 1013,
+                        reason: "slow consumer",
+                    });
                 }
                 Offer::Dropped
             }
@@ -190,8 +197,16 @@ pub async fn run_writer(
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
-    let close = outbox.state.close.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let frame = close.map(|c| CloseFrame { code: c.code, reason: Utf8Bytes::from_static(c.reason) });
+    let close = outbox
+        .state
+        .close
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let frame = close.map(|c| CloseFrame {
+        code: c.code,
+        reason: Utf8Bytes::from_static(c.reason),
+    });
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(frame))).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
 }

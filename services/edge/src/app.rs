@@ -1,0 +1,215 @@
+//! Start-up and shutdown of `p2piano edge`: connect the bus, serve HTTP and Socket.IO on
+//! `PORT`, heartbeat to presence, obey its control messages, and drain on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::future::BoxFuture;
+use p2piano_bus::{Bus, BusError};
+use p2piano_config::Config;
+use p2piano_presence::EdgeLink;
+use p2piano_protocol::Subjects;
+use p2piano_telemetry::{AdminState, Metrics, Readiness};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::edge::{Edge, SocketSettings};
+use crate::http::{self, CookieSigner, HttpState, SessionAuth};
+use crate::metrics::EdgeMetrics;
+use crate::rpc::Rpc;
+
+/// NATS URL used outside production when `NATS_URL` is not set.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// Cookie secret used outside production when `COOKIE_SECRET` is not set (production
+/// refuses to start without one). Cookies signed with it are only good for development.
+pub const DEVELOPMENT_COOKIE_SECRET: &str = "p2piano-development-cookie-secret-not-for-production";
+
+/// Why the edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The bus could not be reached or refused a subscription.
+    #[error("bus: {0}")]
+    Bus(#[from] BusError),
+    /// The port could not be bound.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    /// A setting is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// This edge's id: `P2PIANO_EDGE_ID`, else the host name plus a random suffix (so two
+/// processes on one host, or a restarted pod, never share an id).
+pub fn edge_id(config: &Config) -> String {
+    if let Some(id) = config.edge_id.clone().filter(|s| !s.is_empty()) {
+        return id;
+    }
+    let host: String = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "edge".to_owned())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let suffix: u32 = rand::random();
+    format!("{host}-{suffix:08x}")
+}
+
+/// A built edge: bound, subscribed to its control subject, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    link: EdgeLink,
+    router: axum::Router,
+    heartbeat: std::time::Duration,
+    drain_budget: std::time::Duration,
+}
+
+impl Application {
+    /// Connects to NATS and builds the edge.
+    pub async fn build(config: &Config) -> Result<Self, AppError> {
+        let url = config.nats_url.as_deref().unwrap_or(DEFAULT_NATS_URL);
+        let id = edge_id(config);
+        let bus = Bus::connect_nats(url, &format!("p2piano-edge-{id}")).await?;
+        Self::build_with(config, bus).await
+    }
+
+    /// Builds the edge on a given bus (embedded mode and tests).
+    pub async fn build_with(config: &Config, bus: Bus) -> Result<Self, AppError> {
+        let subjects =
+            Subjects::new(&config.subject_prefix).map_err(|e| AppError::Config(e.to_string()))?;
+        let id = edge_id(config);
+        Subjects::check_edge_id(&id).map_err(|e| AppError::Config(e.to_string()))?;
+        let registry = Metrics::new("p2piano");
+        let metrics = EdgeMetrics::new(&registry);
+        let rpc = Rpc::new(bus.clone(), subjects.clone(), config.request_timeout());
+        let secret = config
+            .cookie_secret
+            .clone()
+            .unwrap_or_else(|| DEVELOPMENT_COOKIE_SECRET.to_owned());
+        let auth = SessionAuth::new(
+            rpc.clone(),
+            CookieSigner::new(secret.as_bytes()),
+            config.cookie_secure,
+        );
+        let edge = Edge::new(
+            id.clone(),
+            rpc.clone(),
+            auth.clone(),
+            config.cors_origin.clone(),
+            SocketSettings::default(),
+            metrics.clone(),
+        );
+        let readiness = Arc::new(EdgeReadiness {
+            bus: bus.clone(),
+            edge: edge.clone(),
+        });
+        let admin = AdminState {
+            metrics: registry,
+            readiness,
+        };
+        let state = HttpState::new(rpc, auth, metrics, admin);
+        let socket_routes = axum::Router::new()
+            .route(
+                "/socket.io/",
+                axum::routing::get(crate::socket::upgrade::upgrade),
+            )
+            .with_state(edge.clone());
+        let router = http::apply_layers(
+            http::router(state).merge(socket_routes),
+            &config.cors_origin,
+            config.cookie_secure,
+        );
+        let link = EdgeLink::new(bus, subjects, id);
+        let addr = SocketAddr::from(([0, 0, 0, 0], config.port));
+        let listener = TcpListener::bind(addr).await?;
+        tracing::info!(edge_id = %edge.edge_id, port = listener.local_addr()?.port(), "edge ready");
+        Ok(Self {
+            listener,
+            edge,
+            link,
+            router,
+            heartbeat: config.heartbeat(),
+            drain_budget: config.drain_timeout(),
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// This edge's id.
+    pub fn edge_id(&self) -> &str {
+        &self.edge.edge_id
+    }
+
+    /// The edge's state (tests look at it).
+    pub fn edge(&self) -> Arc<Edge> {
+        self.edge.clone()
+    }
+
+    /// Serves until `shutdown`, then drains: readiness 503 at once, new sockets refused,
+    /// open ones closed at the transport so their clients reconnect elsewhere, a last
+    /// heartbeat saying "stopping", and exit within the drain budget.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
+        let control = self.link.control().await?;
+        tokio::spawn(self.edge.clone().run_control(control));
+        let beats_stop = CancellationToken::new();
+        let beats = self.link.spawn_heartbeats(
+            self.heartbeat,
+            self.edge.connections.clone(),
+            beats_stop.clone(),
+        );
+        let http_stop = CancellationToken::new();
+        let serve_stop = http_stop.clone();
+        let server = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { serve_stop.cancelled().await });
+        let server = tokio::spawn(async move { server.await });
+        shutdown.cancelled().await;
+        tracing::info!("edge draining");
+        self.edge.draining.store(true, Ordering::Relaxed);
+        beats_stop.cancel();
+        let _ = beats.await;
+        self.edge.drain(self.drain_budget).await;
+        http_stop.cancel();
+        match server.await {
+            Ok(r) => r?,
+            Err(e) => tracing::warn!(error = %e, "http server task failed"),
+        }
+        tracing::info!("edge stopped");
+        Ok(())
+    }
+}
+
+/// Ready when the bus is connected and the edge is not draining.
+struct EdgeReadiness {
+    bus: Bus,
+    edge: Arc<Edge>,
+}
+
+impl Readiness for EdgeReadiness {
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            if self.edge.draining.load(Ordering::Relaxed) {
+                return Err("draining".to_owned());
+            }
+            if !self.bus.is_connected() {
+                return Err("nats: not connected".to_owned());
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,134 @@
+//! The service dialect's commands (namespace `/`), validated into actions.
+
+use p2piano_protocol::{RoomCode, UserId};
+use serde_json::Value;
+
+use super::client::relay_data;
+use super::{
+    Action, MAX_PEER_DATA_BYTES, MAX_PEER_TYPE, MAX_SIGNAL_BYTES, Refusal, json_len, opt_color,
+    opt_display_name, opt_instrument, parse_targets,
+};
+use crate::dialect::CLIENT_RELAY_EVENTS;
+use crate::socket::limits::Class;
+
+/// Validates one service-dialect command.
+pub fn parse(event: &str, payload: Option<&Value>) -> Result<Action, Refusal> {
+    let empty = serde_json::Map::new();
+    let obj = match payload {
+        Some(Value::Object(o)) => o,
+        None | Some(Value::Null) if event == "leave-room" => &empty,
+        _ => return Err(Refusal::invalid(format!("{event} needs an object payload"))),
+    };
+    match event {
+        "join-room" => {
+            let code = obj
+                .get("code")
+                .and_then(Value::as_str)
+                .and_then(|c| RoomCode::parse(c).ok())
+                .ok_or_else(|| Refusal::invalid("code must be a 5-letter room code"))?;
+            Ok(Action::Join {
+                code,
+                display_name: opt_display_name(obj.get("displayName"))?,
+                instrument: opt_instrument(obj.get("instrument"))?,
+            })
+        }
+        "leave-room" => Ok(Action::Leave),
+        "user-update" => Ok(Action::UpdateUser {
+            display_name: opt_display_name(obj.get("displayName"))?,
+            color: opt_color(obj.get("color"))?,
+            instrument: opt_instrument(obj.get("instrument"))?,
+        }),
+        "webrtc-signal" => {
+            let to = obj
+                .get("to")
+                .and_then(Value::as_str)
+                .and_then(|s| UserId::parse(s).ok())
+                .ok_or_else(|| Refusal::invalid("to must be a user id"))?;
+            let signal = obj
+                .get("signal")
+                .filter(|v| v.is_object())
+                .cloned()
+                .ok_or_else(|| Refusal::invalid("signal must be an object"))?;
+            if json_len(&signal) > MAX_SIGNAL_BYTES {
+                return Err(Refusal::too_large(format!(
+                    "signal must be at most {MAX_SIGNAL_BYTES} bytes"
+                )));
+            }
+            Ok(Action::Signal { to, signal })
+        }
+        "peer-message" => {
+            let kind = obj
+                .get("type")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty() && t.chars().count() <= MAX_PEER_TYPE)
+                .ok_or_else(|| {
+                    Refusal::invalid(format!(
+                        "type must be a string of 1 to {MAX_PEER_TYPE} characters"
+                    ))
+                })?;
+            let to = match obj.get("to") {
+                None | Some(Value::Null) => None,
+                v => Some(parse_targets(v, "to")?),
+            };
+            let data = obj.get("data").cloned().unwrap_or(Value::Null);
+            // Types the web client knows are held to its rules, since web clients get them.
+            let (class, data) = if CLIENT_RELAY_EVENTS.contains(&kind) {
+                let fields = data.as_object().cloned().unwrap_or_default();
+                relay_data(kind, &fields)?
+            } else {
+                if json_len(&data) > MAX_PEER_DATA_BYTES {
+                    return Err(Refusal::too_large(format!(
+                        "data must be at most {MAX_PEER_DATA_BYTES} bytes"
+                    )));
+                }
+                (Class::Other, data)
+            };
+            Ok(Action::Relay {
+                class,
+                event: kind.to_owned(),
+                to,
+                data,
+            })
+        }
+        _ => Err(Refusal::invalid(format!("unknown event {event}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn commands() {
+        assert!(matches!(
+            parse("join-room", Some(&json!({"code": "fxa3x"}))),
+            Ok(Action::Join { .. })
+        ));
+        assert_eq!(
+            parse("join-room", Some(&json!({"code": "FXA3X"})))
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(parse("leave-room", None), Ok(Action::Leave));
+        let m = parse(
+            "peer-message",
+            Some(&json!({"type": "chat", "data": {"text": "hi"}})),
+        )
+        .unwrap();
+        assert!(matches!(m, Action::Relay { to: None, .. }));
+        let bad_note = json!({"type": "KEY_DOWN", "data": {"note": 300, "velocity": 1}});
+        assert_eq!(
+            parse("peer-message", Some(&bad_note)).unwrap_err().status,
+            400
+        );
+        assert_eq!(
+            parse("peer-message", Some(&json!({"type": "", "data": 1})))
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(parse("teleport", Some(&json!({}))).unwrap_err().status, 400);
+    }
+}

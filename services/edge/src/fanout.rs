@@ -1,0 +1,275 @@
+//! Per-room fan-out: while this edge holds at least one local member of a room it is
+//! subscribed to `<prefix>.room.<code>.>`, keeps the room's member set from the membership
+//! events (so the same-room rule needs no request per event), and delivers relays and
+//! membership changes to its local sockets, encoding each frame once per dialect.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::Utf8Bytes;
+use futures::StreamExt;
+use p2piano_bus::{Bus, BusError, Subscription};
+use p2piano_protocol::relay::Relay;
+use p2piano_protocol::{MembersEvent, Room, RoomCode, Subjects, UserId};
+use tokio_util::sync::CancellationToken;
+
+use crate::dialect::Dialect;
+use crate::metrics::EdgeMetrics;
+use crate::socket::outbox::{Frame, Offer, Outbox};
+
+/// A membership frame and the user who must not get it (see [`Dialect::members_frame`]).
+type MembersFrame = (Utf8Bytes, Option<UserId>);
+
+/// A local socket that is in a room.
+#[derive(Clone, Debug)]
+pub struct LocalMember {
+    /// The socket's id on this edge.
+    pub conn_id: Arc<str>,
+    /// Public id of its session.
+    pub user_id: UserId,
+    /// Its dialect.
+    pub dialect: Dialect,
+    /// Its outbound queue.
+    pub outbox: Outbox,
+}
+
+/// What this edge knows about one room.
+#[derive(Debug)]
+pub struct LocalRoom {
+    code: RoomCode,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Latest room record (highest revision seen).
+    snapshot: Option<Room>,
+    /// Local sockets receiving this room's traffic.
+    members: Vec<LocalMember>,
+    /// Sockets attached (joining or joined); the subscription lives while this is > 0.
+    attached: usize,
+}
+
+impl LocalRoom {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The room's code.
+    pub fn code(&self) -> &RoomCode {
+        &self.code
+    }
+
+    /// Takes `room` as the current record if it is newer than the one held.
+    pub fn observe(&self, room: &Room) {
+        let mut inner = self.lock();
+        if inner
+            .snapshot
+            .as_ref()
+            .is_none_or(|s| s.revision < room.revision)
+        {
+            inner.snapshot = Some(room.clone());
+        }
+    }
+
+    /// Whether `user` is a member of the room, as far as the membership events tell.
+    pub fn is_member(&self, user: &UserId) -> bool {
+        self.lock()
+            .snapshot
+            .as_ref()
+            .is_some_and(|r| r.is_member(user))
+    }
+
+    /// The latest room record.
+    pub fn snapshot(&self) -> Option<Room> {
+        self.lock().snapshot.clone()
+    }
+
+    /// Starts delivering this room's traffic to `member`.
+    pub fn add(&self, member: LocalMember) {
+        self.lock().members.push(member);
+    }
+
+    /// Delivers a relay to its local targets. Returns how many frames were queued.
+    pub fn deliver_relay(&self, relay: &Relay, metrics: &EdgeMetrics) -> usize {
+        let inner = self.lock();
+        let mut frames: [Option<Option<Utf8Bytes>>; 2] = [None, None];
+        let mut queued = 0;
+        for m in &inner.members {
+            let targeted = match &relay.to {
+                Some(to) => to.contains(&m.user_id),
+                None => m.user_id != relay.from,
+            };
+            if !targeted {
+                continue;
+            }
+            let slot = &mut frames[m.dialect as usize];
+            let Some(frame) = slot.get_or_insert_with(|| m.dialect.relay_frame(relay)) else {
+                continue;
+            };
+            match m.outbox.offer(Frame::Text(frame.clone())) {
+                Offer::Queued => queued += 1,
+                Offer::Dropped => {
+                    metrics.dropped.inc();
+                }
+                Offer::Closed => {}
+            }
+        }
+        queued
+    }
+
+    /// Applies a membership event and tells the local sockets.
+    pub fn deliver_members(&self, event: &MembersEvent, metrics: &EdgeMetrics) {
+        let mut inner = self.lock();
+        // Every event describes one change and is delivered; the record kept is the newest
+        // (events of concurrent changes, or a join reply, may arrive out of order).
+        if inner
+            .snapshot
+            .as_ref()
+            .is_none_or(|s| s.revision < event.room.revision)
+        {
+            inner.snapshot = Some(event.room.clone());
+        }
+        let mut frames: [Option<Option<MembersFrame>>; 2] = [None, None];
+        for m in &inner.members {
+            let slot = &mut frames[m.dialect as usize];
+            let Some((frame, exclude)) = slot.get_or_insert_with(|| m.dialect.members_frame(event))
+            else {
+                continue;
+            };
+            if exclude.as_ref() == Some(&m.user_id) {
+                continue;
+            }
+            if m.outbox.offer(Frame::Text(frame.clone())) == Offer::Dropped {
+                metrics.dropped.inc();
+            }
+        }
+    }
+}
+
+struct Slot {
+    room: Arc<LocalRoom>,
+    stop: CancellationToken,
+}
+
+/// The rooms this edge holds members of.
+pub struct Registry {
+    bus: Bus,
+    subjects: Subjects,
+    metrics: EdgeMetrics,
+    rooms: tokio::sync::Mutex<HashMap<RoomCode, Slot>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(bus: Bus, subjects: Subjects, metrics: EdgeMetrics) -> Self {
+        Self {
+            bus,
+            subjects,
+            metrics,
+            rooms: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Attaches a socket to `code`: subscribes to the room's subjects first if this edge
+    /// had nobody there (so that nothing published after the join is missed). Every
+    /// attach must be paired with a [`Registry::detach`].
+    pub async fn attach(&self, code: &RoomCode) -> Result<Arc<LocalRoom>, BusError> {
+        let mut rooms = self.rooms.lock().await;
+        if let Some(slot) = rooms.get(code) {
+            slot.room.lock().attached += 1;
+            return Ok(slot.room.clone());
+        }
+        let sub = self.bus.subscribe(&self.subjects.room_all(code)).await?;
+        let room = Arc::new(LocalRoom {
+            code: code.clone(),
+            inner: Mutex::new(Inner {
+                attached: 1,
+                ..Default::default()
+            }),
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(run_room(
+            room.clone(),
+            sub,
+            self.subjects.room_members(code),
+            self.metrics.clone(),
+            stop.clone(),
+        ));
+        self.metrics.rooms.inc();
+        rooms.insert(
+            code.clone(),
+            Slot {
+                room: room.clone(),
+                stop,
+            },
+        );
+        Ok(room)
+    }
+
+    /// Detaches socket `conn_id` from `code`; the last one out unsubscribes.
+    pub async fn detach(&self, code: &RoomCode, conn_id: &str) {
+        let mut rooms = self.rooms.lock().await;
+        let Some(slot) = rooms.get(code) else {
+            return;
+        };
+        let empty = {
+            let mut inner = slot.room.lock();
+            inner.members.retain(|m| &*m.conn_id != conn_id);
+            inner.attached = inner.attached.saturating_sub(1);
+            inner.attached == 0
+        };
+        if empty {
+            if let Some(slot) = rooms.remove(code) {
+                slot.stop.cancel();
+            }
+            self.metrics.rooms.dec();
+        }
+    }
+
+    /// How many rooms have a subscription here.
+    pub async fn len(&self) -> usize {
+        self.rooms.lock().await.len()
+    }
+
+    /// Whether no room is subscribed.
+    pub async fn is_empty(&self) -> bool {
+        self.len().await == 0
+    }
+}
+
+/// Reads one room's subscription until stopped.
+async fn run_room(
+    room: Arc<LocalRoom>,
+    mut sub: Subscription,
+    members_subject: String,
+    metrics: EdgeMetrics,
+    stop: CancellationToken,
+) {
+    loop {
+        let msg = tokio::select! {
+            _ = stop.cancelled() => break,
+            msg = sub.next() => match msg {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        if msg.subject == members_subject {
+            match serde_json::from_slice::<MembersEvent>(&msg.payload) {
+                Ok(e) => room.deliver_members(&e, &metrics),
+                Err(e) => {
+                    tracing::warn!(error = %e, code = %room.code, "unreadable membership event")
+                }
+            }
+        } else {
+            match serde_json::from_slice::<Relay>(&msg.payload) {
+                Ok(r) => {
+                    let n = room.deliver_relay(&r, &metrics);
+                    metrics.delivered.inc_by(n as u64);
+                }
+                Err(e) => tracing::warn!(error = %e, code = %room.code, "unreadable relay"),
+            }
+        }
+    }
+    let _ = sub.unsubscribe().await;
+}

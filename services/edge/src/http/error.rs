@@ -1,0 +1,152 @@
+//! The one error type of the HTTP routes and its JSON rendering.
+//!
+//! Every failure leaves as `{"statusCode","error","message"}` (the shape NestJS clients
+//! already parse), never as a stack trace or a driver message: internal causes are logged
+//! here and replaced by a generic message. The client dialect's unknown room is the one
+//! exception, `{"statusCode":404,"message":"Room not found"}` exactly as the web client
+//! expects it.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use p2piano_protocol::{ErrorBody, ErrorCode};
+use serde_json::json;
+
+/// Why an HTTP request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The session may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such room (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The client dialect's unknown or malformed room (404, the original's exact body).
+    #[error("Room not found")]
+    ClientRoomNotFound,
+    /// A concurrent change won or the room is full (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The body is larger than allowed (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// Over a per-session rate limit (429 with `Retry-After`).
+    #[error("Too many requests, retry in {} s", retry_secs(*.0))]
+    RateLimited(Duration),
+    /// A service behind the edge cannot be reached now (503 with `Retry-After`).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected reply: logged in full, answered with a generic 500.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Whole seconds to wait, at least one (a `Retry-After: 0` invites a busy loop).
+fn retry_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0).max(u64::from(d.as_secs() == 0))
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) | ApiError::ClientRoomNotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<ErrorBody> for ApiError {
+    /// Maps a bus error to its HTTP meaning. `full` is a conflict with the room's state;
+    /// the messages of the services are written for clients and are passed on.
+    fn from(e: ErrorBody) -> Self {
+        match e.code {
+            ErrorCode::NotFound => ApiError::NotFound(e.message),
+            ErrorCode::Invalid => ApiError::BadRequest(e.message),
+            ErrorCode::Forbidden => ApiError::Forbidden(e.message),
+            ErrorCode::Full | ErrorCode::Conflict => ApiError::Conflict(e.message),
+            ErrorCode::Unavailable => ApiError::Unavailable(e.message),
+            ErrorCode::RateLimited => ApiError::RateLimited(Duration::from_secs(1)),
+            ErrorCode::TooLarge => ApiError::TooLarge(e.message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(detail = %detail, "internal error answered with 500");
+                "Internal server error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = match &self {
+            ApiError::ClientRoomNotFound => json!({"statusCode": 404, "message": message}),
+            _ => json!({
+                "statusCode": status.as_u16(),
+                "error": status.canonical_reason().unwrap_or("Error"),
+                "message": message,
+            }),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        let retry = match &self {
+            ApiError::RateLimited(d) => Some(retry_secs(*d)),
+            ApiError::Unavailable(_) => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(retry_secs(Duration::ZERO), 1);
+        assert_eq!(retry_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_secs(Duration::from_secs(3)), 3);
+        assert_eq!(retry_secs(Duration::from_millis(3001)), 4);
+    }
+
+    #[tokio::test]
+    async fn internal_details_are_not_sent() {
+        let r = ApiError::Internal("mongo: connection refused at 10.0.0.3".into()).into_response();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(r.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({"statusCode": 500, "error": "Internal Server Error", "message": "Internal server error"})
+        );
+    }
+
+    #[tokio::test]
+    async fn client_room_not_found_has_the_original_body() {
+        let r = ApiError::ClientRoomNotFound.into_response();
+        let body = axum::body::to_bytes(r.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({"statusCode": 404, "message": "Room not found"})
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! `GET /socket.io/`: checks the handshake (Engine.IO 4 over WebSocket only, Origin) and
+//! hands the upgraded socket to its task.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::edge::Edge;
+use crate::socket::conn::{self, Handshake};
+
+fn refuse(status: StatusCode, code: u8, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"code": code, "message": message})),
+    )
+        .into_response()
+}
+
+/// The upgrade handler.
+#[tracing::instrument(skip_all, fields(ip = %addr.ip()))]
+pub async fn upgrade(
+    State(edge): State<Arc<Edge>>,
+    Query(query): Query<HashMap<String, String>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if edge.draining.load(Ordering::Relaxed) {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, 2, "Server is restarting");
+    }
+    // Polling, other transports and other Engine.IO versions (PROTOCOL.md).
+    if query.get("EIO").map(String::as_str) != Some("4")
+        || query.get("transport").map(String::as_str) != Some("websocket")
+    {
+        return refuse(StatusCode::BAD_REQUEST, 0, "Transport unknown");
+    }
+    // A cross-site page must not ride the cookie; clients without Origin (not browsers) may.
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| edge.cors_origins.iter().any(|a| a == o));
+        if !allowed {
+            return refuse(StatusCode::FORBIDDEN, 4, "Origin not allowed");
+        }
+    }
+    let Ok(ws) = ws else {
+        return refuse(StatusCode::BAD_REQUEST, 3, "Bad request");
+    };
+    let handshake = Handshake {
+        query,
+        headers,
+        ip: addr.ip(),
+    };
+    let max = edge.settings.max_payload;
+    let tasks = edge.tasks.clone();
+    ws.read_buffer_size(4 * 1024)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| tasks.track_future(conn::run(edge, socket, handshake)))
+}

@@ -1,0 +1,406 @@
+//! The Socket.IO surface end to end: two edges and the split services over real NATS and the
+//! MongoDB-wire server (and the same in process), driven by a raw Engine.IO client.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::client::Got;
+use support::{Cluster, Mode, SioClient};
+
+macro_rules! both_modes {
+    ($($case:ident),* $(,)?) => {
+        mod nats {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                super::$case(super::Cluster::start(super::Mode::Nats).await).await
+            })*
+        }
+        mod in_process {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                super::$case(super::Cluster::start(super::Mode::InProcess).await).await
+            })*
+        }
+    };
+}
+
+both_modes!(
+    join_is_seen_across_edges_and_notes_flow,
+    order_holds_for_a_thousand_notes,
+    target_outside_the_room_is_refused,
+    bad_sessions_and_origins_are_refused,
+    second_socket_replaces_the_first_silently,
+    leave_arrives_after_the_grace_period,
+    rate_limit_answers_429_and_the_socket_survives,
+    malformed_input_only_hurts_its_sender,
+    service_dialect_commands,
+);
+
+/// A web client socket in `code`, on edge `i`, with `cookie`.
+async fn client(c: &Cluster, i: usize, cookie: &str, code: &str) -> (SioClient, Value) {
+    let mut s = SioClient::open(
+        c.edge(i),
+        &format!("roomId={code}&displayName=Player"),
+        &[("Cookie", cookie)],
+    )
+    .await
+    .expect("socket opens");
+    match s.connect("/api", None).await {
+        Got::Connected(v) => assert!(v["sid"].is_string(), "{v}"),
+        other => panic!("connect failed: {other:?}"),
+    }
+    let welcome = s.expect("ROOM_JOIN").await;
+    (s, welcome)
+}
+
+async fn join_is_seen_across_edges_and_notes_flow(c: Cluster) {
+    let (cookie_a, code) = c.session_with_room(0).await;
+    let cookie_b = c.session_for(1, &code).await;
+    let (mut a, wa) = client(&c, 0, &cookie_a, &code).await;
+    let me_a = wa["userId"].as_str().unwrap().to_owned();
+    assert_eq!(wa["room"]["roomId"], code);
+    assert!(wa["room"]["users"][&me_a].is_object());
+    assert!(
+        !cookie_a.contains(&me_a),
+        "the public id is not the session secret"
+    );
+    let (mut b, wb) = client(&c, 1, &cookie_b, &code).await;
+    let me_b = wb["userId"].as_str().unwrap().to_owned();
+    assert_eq!(wb["room"]["users"].as_object().unwrap().len(), 2);
+    let seen = a.expect("USER_CONNECT").await;
+    assert_eq!(seen["userId"], me_b);
+    assert_eq!(seen["room"]["users"].as_object().unwrap().len(), 2);
+
+    a.emit(
+        "KEY_DOWN",
+        json!({"note": 60, "velocity": 100, "targetUserIds": [me_b]}),
+    )
+    .await;
+    let note = b.expect("KEY_DOWN").await;
+    assert_eq!(note, json!({"note": 60, "velocity": 100, "userId": me_a}));
+    b.emit(
+        "SIGNAL",
+        json!({"userId": me_a, "signalData": {"type": "offer", "sdp": "v=0"}}),
+    )
+    .await;
+    let sig = a.expect("SIGNAL").await;
+    assert_eq!(
+        sig,
+        json!({"signalData": {"type": "offer", "sdp": "v=0"}, "userId": me_b})
+    );
+    b.emit(
+        "USER_UPDATE",
+        json!({"displayName": "Bee", "color": "#abcdef", "instrument": "SYNTH"}),
+    )
+    .await;
+    for s in [&mut a, &mut b] {
+        let up = s.expect("USER_UPDATE").await;
+        assert_eq!(up["userId"], me_b);
+        assert_eq!(up["room"]["users"][&me_b]["displayName"], "Bee");
+    }
+}
+
+async fn order_holds_for_a_thousand_notes(c: Cluster) {
+    let (cookie_a, code) = c.session_with_room(0).await;
+    let cookie_b = c.session_for(1, &code).await;
+    let (mut a, _) = client(&c, 0, &cookie_a, &code).await;
+    let (mut b, wb) = client(&c, 1, &cookie_b, &code).await;
+    let me_b = wb["userId"].as_str().unwrap().to_owned();
+    a.expect("USER_CONNECT").await;
+    for i in 0..1000u32 {
+        let (name, payload) = if i % 2 == 0 {
+            (
+                "KEY_DOWN",
+                json!({"note": i % 128, "velocity": (i / 128) % 128, "targetUserIds": [me_b]}),
+            )
+        } else {
+            ("KEY_UP", json!({"note": i % 128, "targetUserIds": [me_b]}))
+        };
+        a.emit(name, payload).await;
+    }
+    for i in 0..1000u32 {
+        let want = if i % 2 == 0 { "KEY_DOWN" } else { "KEY_UP" };
+        let got = b.expect(want).await;
+        assert_eq!(got["note"], i % 128, "event {i} out of order");
+        if i % 2 == 0 {
+            assert_eq!(got["velocity"], (i / 128) % 128);
+        }
+    }
+}
+
+async fn target_outside_the_room_is_refused(c: Cluster) {
+    let (cookie_a, code) = c.session_with_room(0).await;
+    let (cookie_x, other) = c.session_with_room(1).await;
+    let (mut a, _) = client(&c, 0, &cookie_a, &code).await;
+    let (mut x, wx) = client(&c, 1, &cookie_x, &other).await;
+    let outsider = wx["userId"].as_str().unwrap().to_owned();
+    a.emit(
+        "KEY_DOWN",
+        json!({"note": 1, "velocity": 1, "targetUserIds": [outsider]}),
+    )
+    .await;
+    let e = a.expect("exception").await;
+    assert_eq!(
+        (
+            e["status"].as_str(),
+            e["code"].as_u64(),
+            e["event"].as_str()
+        ),
+        (Some("error"), Some(403), Some("KEY_DOWN"))
+    );
+    a.emit(
+        "SIGNAL",
+        json!({"userId": outsider, "signalData": {"type": "offer"}}),
+    )
+    .await;
+    assert_eq!(a.expect("exception").await["code"], 403);
+    // Nothing reached the outsider: its next event is one we send it from its own room.
+    let cookie_y = c.session_for(1, &other).await;
+    let (_y, _) = client(&c, 1, &cookie_y, &other).await;
+    assert_eq!(x.expect("USER_CONNECT").await["room"]["roomId"], other);
+}
+
+async fn bad_sessions_and_origins_are_refused(c: Cluster) {
+    let (cookie, code) = c.session_with_room(0).await;
+    // Tampered signature.
+    let mut tampered = cookie.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let mut s = SioClient::open(
+        c.edge(0),
+        &format!("roomId={code}"),
+        &[("Cookie", &tampered)],
+    )
+    .await
+    .unwrap();
+    match s.connect("/api", None).await {
+        Got::ConnectError(v) => assert_eq!(v["message"], "Session required"),
+        other => panic!("tampered cookie accepted: {other:?}"),
+    }
+    // No session at all.
+    let mut s = SioClient::open(c.edge(0), &format!("roomId={code}"), &[])
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.connect("/api", None).await,
+        Got::ConnectError(_)
+    ));
+    // Unknown room.
+    let mut s = SioClient::open(c.edge(0), "roomId=zzzzz", &[("Cookie", &cookie)])
+        .await
+        .unwrap();
+    match s.connect("/api", None).await {
+        Got::ConnectError(v) => assert_eq!(v["message"], "Room not found"),
+        other => panic!("{other:?}"),
+    }
+    // A foreign page may not open a socket with the cookie; the allowed origin may.
+    assert!(
+        SioClient::open(
+            c.edge(0),
+            "",
+            &[("Origin", "https://evil.example"), ("Cookie", &cookie)]
+        )
+        .await
+        .is_err()
+    );
+    assert!(
+        SioClient::open(c.edge(0), "", &[("Origin", "http://localhost:5173")])
+            .await
+            .is_ok()
+    );
+    // Polling and old protocol versions.
+    let r = support::request(
+        c.edge(0),
+        "GET",
+        "/socket.io/?EIO=4&transport=polling",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()),
+        (400, json!({"code": 0, "message": "Transport unknown"}))
+    );
+    let r = support::request(
+        c.edge(0),
+        "GET",
+        "/socket.io/?EIO=3&transport=websocket",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 400);
+}
+
+async fn second_socket_replaces_the_first_silently(c: Cluster) {
+    let (cookie_a, code) = c.session_with_room(0).await;
+    let cookie_b = c.session_for(1, &code).await;
+    let (mut a1, wa) = client(&c, 0, &cookie_a, &code).await;
+    let (mut b, _) = client(&c, 1, &cookie_b, &code).await;
+    a1.expect("USER_CONNECT").await;
+    let (mut a2, wa2) = client(&c, 1, &cookie_a, &code).await;
+    assert_eq!(wa2["userId"], wa["userId"], "same session, same public id");
+    assert_eq!(
+        a1.next().await,
+        Got::Event("NEWER_CONNECTION".into(), Value::Null)
+    );
+    assert_eq!(a1.next().await, Got::Disconnected);
+    // b saw neither a leave nor a join: the next thing it gets is a note from a2.
+    let me_b = b.open["sid"].clone();
+    let _ = me_b;
+    let target = b_user(&c, &code, &wa).await;
+    a2.emit("KEY_UP", json!({"note": 5, "targetUserIds": [target]}))
+        .await;
+    assert_eq!(b.expect("KEY_UP").await["note"], 5);
+}
+
+/// The other member of a two-member room.
+async fn b_user(c: &Cluster, code: &str, wa: &Value) -> String {
+    let r = support::request(c.edge(0), "GET", &format!("/api/room/{code}"), &[], None).await;
+    let users = r.json()["users"].as_object().unwrap().clone();
+    users
+        .keys()
+        .find(|k| Some(k.as_str()) != wa["userId"].as_str())
+        .unwrap()
+        .clone()
+}
+
+async fn leave_arrives_after_the_grace_period(c: Cluster) {
+    let (cookie_a, code) = c.session_with_room(0).await;
+    let cookie_b = c.session_for(1, &code).await;
+    let (a, wa) = client(&c, 0, &cookie_a, &code).await;
+    let (mut b, _) = client(&c, 1, &cookie_b, &code).await;
+    let started = std::time::Instant::now();
+    a.close().await;
+    let gone = b.expect("USER_DISCONNECT").await;
+    assert_eq!(gone["userId"], wa["userId"]);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(600),
+        "not before the grace period"
+    );
+    assert_eq!(gone["room"]["users"].as_object().unwrap().len(), 1);
+}
+
+async fn rate_limit_answers_429_and_the_socket_survives(c: Cluster) {
+    let (cookie_a, code) = c.session_with_room(0).await;
+    let cookie_b = c.session_for(0, &code).await;
+    let (mut a, _) = client(&c, 0, &cookie_a, &code).await;
+    let (_b, wb) = client(&c, 0, &cookie_b, &code).await;
+    a.expect("USER_CONNECT").await;
+    let me_b = wb["userId"].as_str().unwrap().to_owned();
+    for _ in 0..1001 {
+        a.emit("KEY_UP", json!({"note": 1, "targetUserIds": [me_b]}))
+            .await;
+    }
+    let e = a.expect("exception").await;
+    assert_eq!(
+        (e["code"].as_u64(), e["event"].as_str()),
+        (Some(429), Some("KEY_UP"))
+    );
+    // Still connected, other classes still allowed.
+    a.emit("SIGNAL", json!({"userId": me_b, "signalData": {}}))
+        .await;
+    a.emit(
+        "METRONOME_TICK",
+        json!({"type": "x".repeat(17), "targetUserIds": []}),
+    )
+    .await;
+    assert_eq!(a.expect("exception").await["code"], 400);
+}
+
+async fn malformed_input_only_hurts_its_sender(c: Cluster) {
+    let (cookie_a, code) = c.session_with_room(0).await;
+    let cookie_b = c.session_for(0, &code).await;
+    let (mut a, wa) = client(&c, 0, &cookie_a, &code).await;
+    let (mut b, _) = client(&c, 0, &cookie_b, &code).await;
+    a.expect("USER_CONNECT").await;
+    // Wrong types and unknown events: an exception, the socket stays.
+    a.emit(
+        "KEY_DOWN",
+        json!({"note": "sixty", "velocity": 1, "targetUserIds": []}),
+    )
+    .await;
+    assert_eq!(a.expect("exception").await["code"], 400);
+    a.emit("NO_SUCH_EVENT", json!({})).await;
+    assert_eq!(a.expect("exception").await["code"], 400);
+    a.emit("KEY_DOWN", json!("not an object")).await;
+    assert_eq!(a.expect("exception").await["code"], 400);
+    // Duplicate namespace connect.
+    a.send_raw("40/api,").await;
+    assert!(matches!(a.next().await, Got::ConnectError(_)));
+    // Garbage that is not Socket.IO at all closes that socket only.
+    a.send_raw("4X garbage").await;
+    assert!(matches!(a.next().await, Got::Closed(_)));
+    let gone = b.expect("USER_DISCONNECT").await;
+    assert_eq!(gone["userId"], wa["userId"]);
+}
+
+async fn service_dialect_commands(c: Cluster) {
+    let (cookie_a, code) = c.session_with_room(0).await;
+    let cookie_b = c.session_for(1, &code).await;
+    let mut a = SioClient::open(c.edge(0), "", &[("Cookie", &cookie_a)])
+        .await
+        .unwrap();
+    assert!(matches!(a.connect("/", None).await, Got::Connected(_)));
+    let mut b = SioClient::open(c.edge(1), "", &[("Cookie", &cookie_b)])
+        .await
+        .unwrap();
+    assert!(matches!(b.connect("/", None).await, Got::Connected(_)));
+    let ja = a
+        .emit_ack("join-room", json!({"code": code, "displayName": "Ann"}), 1)
+        .await;
+    assert_eq!(ja["ok"], true);
+    assert_eq!(ja["you"]["displayName"], "Ann");
+    assert_eq!(ja["room"]["code"], code);
+    let jb = b.emit_ack("join-room", json!({"code": code}), 1).await;
+    let me_a = ja["you"]["id"].as_str().unwrap().to_owned();
+    let me_b = jb["you"]["id"].as_str().unwrap().to_owned();
+    let joined = a.expect("user-joined").await;
+    assert_eq!(joined["user"]["id"], me_b);
+    a.emit(
+        "peer-message",
+        json!({"type": "chat", "data": {"text": "hi"}}),
+    )
+    .await;
+    assert_eq!(
+        b.expect("peer-message").await,
+        json!({"from": me_a, "type": "chat", "data": {"text": "hi"}})
+    );
+    let ack = b
+        .emit_ack(
+            "webrtc-signal",
+            json!({"to": me_a, "signal": {"type": "answer"}}),
+            2,
+        )
+        .await;
+    assert_eq!(ack, json!({"ok": true}));
+    assert_eq!(
+        a.expect("webrtc-signal").await,
+        json!({"from": me_b, "signal": {"type": "answer"}})
+    );
+    let bad = a.emit_ack("join-room", json!({"code": "NOPE!"}), 3).await;
+    assert_eq!(bad["ok"], false);
+    assert_eq!(bad["error"]["code"], "invalid");
+    let up = b
+        .emit_ack("user-update", json!({"instrument": "ELECTRIC_BASS"}), 4)
+        .await;
+    assert_eq!(up["user"]["instrument"], "ELECTRIC_BASS");
+    assert_eq!(a.expect("user-updated").await["user"]["id"], me_b);
+    assert_eq!(b.expect("user-updated").await["user"]["id"], me_b);
+    // Errors without an ack id come as an `error` event.
+    b.emit("peer-message", json!({"type": ""})).await;
+    assert_eq!(b.expect("error").await["code"], "invalid");
+    let left = b.emit_ack("leave-room", json!({}), 5).await;
+    assert_eq!(left, json!({"ok": true}));
+    assert_eq!(a.expect("user-left").await["userId"], me_b);
+    // A second socket of a's session replaces the first at connect.
+    let mut a2 = SioClient::open(c.edge(1), "", &[("Cookie", &cookie_a)])
+        .await
+        .unwrap();
+    assert!(matches!(a2.connect("/", None).await, Got::Connected(_)));
+    assert_eq!(
+        a.next().await,
+        Got::Event("session-replaced".into(), Value::Null)
+    );
+    assert_eq!(a.next().await, Got::Disconnected);
+}

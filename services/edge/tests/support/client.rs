@@ -1,0 +1,187 @@
+//! A raw Engine.IO v4 / Socket.IO v5 client over tokio-tungstenite, answering pings itself,
+//! so tests see exactly the frames the edge sends.
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::WAIT;
+
+pub struct SioClient {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub ns: String,
+    pub open: Value,
+}
+
+/// What the server sent, as a test sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Got {
+    /// `42<ns>[name, payload]`
+    Event(String, Value),
+    /// `43<ns><id>[body]`
+    Ack(u64, Value),
+    /// `40<ns>{...}`
+    Connected(Value),
+    /// `44<ns>{...}`
+    ConnectError(Value),
+    /// `41<ns>`
+    Disconnected,
+    /// The WebSocket closed (code).
+    Closed(Option<u16>),
+}
+
+impl SioClient {
+    /// Opens a socket with `query` (without EIO/transport) and extra headers.
+    pub async fn open(port: u16, query: &str, headers: &[(&str, &str)]) -> Result<Self, String> {
+        let url = format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket&{query}");
+        let mut req = url.into_client_request().unwrap();
+        for (k, v) in headers {
+            req.headers_mut().insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut c = Self {
+            ws,
+            ns: "/".into(),
+            open: Value::Null,
+        };
+        let first = c.raw().await.expect("open packet");
+        let open = first.strip_prefix('0').expect("Engine.IO open");
+        c.open = serde_json::from_str(open).unwrap();
+        Ok(c)
+    }
+
+    /// The client dialect's connect: `40/api,` (with auth when given).
+    pub async fn connect(&mut self, ns: &str, auth: Option<Value>) -> Got {
+        self.ns = ns.to_owned();
+        let prefix = self.prefix();
+        let frame = match auth {
+            Some(a) => format!("40{prefix}{a}"),
+            None => format!("40{prefix}"),
+        };
+        self.send_raw(&frame).await;
+        self.next().await
+    }
+
+    fn prefix(&self) -> String {
+        if self.ns == "/" {
+            String::new()
+        } else {
+            format!("{},", self.ns)
+        }
+    }
+
+    pub async fn send_raw(&mut self, frame: &str) {
+        self.ws
+            .send(Message::Text(frame.into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_binary(&mut self, data: Vec<u8>) {
+        self.ws
+            .send(Message::Binary(data.into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn emit(&mut self, name: &str, payload: Value) {
+        let frame = format!("42{}{}", self.prefix(), json!([name, payload]));
+        self.send_raw(&frame).await;
+    }
+
+    pub async fn emit_ack(&mut self, name: &str, payload: Value, id: u64) -> Value {
+        let frame = format!("42{}{id}{}", self.prefix(), json!([name, payload]));
+        self.send_raw(&frame).await;
+        loop {
+            match self.next().await {
+                Got::Ack(got, body) if got == id => return body,
+                Got::Closed(c) => panic!("closed ({c:?}) while waiting for ack {id}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next raw text frame, answering pings; None when closed.
+    pub async fn raw(&mut self) -> Option<String> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time")?;
+            match msg {
+                Ok(Message::Text(t)) if t.as_str() == "2" => {
+                    let _ = self.ws.send(Message::Text("3".into())).await;
+                }
+                Ok(Message::Text(t)) => return Some(t.to_string()),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// The next Socket.IO-level thing that happened.
+    pub async fn next(&mut self) -> Got {
+        loop {
+            let msg = match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time")
+            {
+                None => return Got::Closed(None),
+                Some(Err(_)) => return Got::Closed(None),
+                Some(Ok(m)) => m,
+            };
+            let text = match msg {
+                Message::Text(t) => t.to_string(),
+                Message::Close(c) => return Got::Closed(c.map(|c| c.code.into())),
+                _ => continue,
+            };
+            if text == "2" {
+                let _ = self.ws.send(Message::Text("3".into())).await;
+                continue;
+            }
+            let Some(sio) = text.strip_prefix('4') else {
+                continue;
+            };
+            let kind = sio.chars().next().unwrap_or(' ');
+            let rest = &sio[1..];
+            let rest = rest.strip_prefix(&self.prefix()).unwrap_or(rest);
+            return match kind {
+                '0' => Got::Connected(serde_json::from_str(rest).unwrap_or(Value::Null)),
+                '1' => Got::Disconnected,
+                '4' => Got::ConnectError(serde_json::from_str(rest).unwrap_or(Value::Null)),
+                '2' => {
+                    let v: Value = serde_json::from_str(rest).expect("event JSON");
+                    Got::Event(
+                        v[0].as_str().unwrap().to_owned(),
+                        v.get(1).cloned().unwrap_or(Value::Null),
+                    )
+                }
+                '3' => {
+                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    let v: Value = serde_json::from_str(&rest[digits.len()..]).unwrap();
+                    Got::Ack(digits.parse().unwrap(), v[0].clone())
+                }
+                _ => continue,
+            };
+        }
+    }
+
+    /// Waits for event `name`, failing on anything else but other events listed in `skip`.
+    pub async fn expect(&mut self, name: &str) -> Value {
+        match self.next().await {
+            Got::Event(n, p) if n == name => p,
+            other => panic!("expected {name}, got {other:?}"),
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}

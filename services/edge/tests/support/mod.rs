@@ -1,0 +1,189 @@
+//! Harness for edge tests: the split deployment (rooms, presence and two edges over real
+//! NATS, rooms on the MongoDB-wire server, presence on JetStream KV) or everything on the
+//! in-process bus, plus a raw Engine.IO/Socket.IO client over tokio-tungstenite and a small
+//! HTTP client.
+
+#![allow(dead_code, missing_docs, unused_imports)]
+
+pub mod client;
+pub mod http;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use p2piano_bus::Bus;
+use p2piano_config::Config;
+use p2piano_protocol::Clock;
+use tokio_util::sync::CancellationToken;
+
+pub use client::SioClient;
+pub use http::{HttpResponse, request};
+
+/// How long a test waits for any one frame or reply.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Nats,
+    InProcess,
+}
+
+pub struct Cluster {
+    pub mode: Mode,
+    pub name: String,
+    pub config: Config,
+    /// Ports of the edges (two in NATS mode, one in process).
+    pub edges: Vec<u16>,
+    stops: Vec<CancellationToken>,
+    edge_stops: Vec<CancellationToken>,
+    edge_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+pub fn config(name: &str, nats: Option<String>) -> Config {
+    let figment = Config::figment()
+        .merge(("subject_prefix", name))
+        .merge(("mongo_db", name))
+        .merge(("mongo_uri", p2piano_testkit::mongo_uri()))
+        .merge(("admin_addr", "127.0.0.1:0"))
+        .merge(("port", 0))
+        .merge(("leave_grace_ms", 600))
+        .merge(("heartbeat_ms", 200))
+        .merge(("edge_timeout_ms", 1000))
+        .merge(("cookie_secure", false))
+        .merge(("cors_origin", "http://localhost:5173"))
+        .merge((
+            "cookie_secret",
+            "test-cookie-secret-0123456789abcdef0123456789",
+        ));
+    let mut c = Config::from_figment(figment).expect("test configuration");
+    c.nats_url = nats;
+    c
+}
+
+impl Cluster {
+    pub async fn start(mode: Mode) -> Self {
+        let name = p2piano_testkit::unique_name("edge");
+        let nats = (mode == Mode::Nats).then(p2piano_testkit::nats_url);
+        let config = config(&name, nats.clone());
+        let shared = Bus::in_process();
+        let bus = |label: &'static str| {
+            let nats = nats.clone();
+            let shared = shared.clone();
+            async move {
+                match nats {
+                    Some(url) => Bus::connect_nats(&url, label).await.expect("nats"),
+                    None => shared,
+                }
+            }
+        };
+        let mut stops = Vec::new();
+        // rooms
+        let store: Arc<dyn p2piano_rooms::store::RoomStore> = match mode {
+            Mode::Nats => Arc::new(
+                p2piano_rooms::store::MongoStore::connect(p2piano_rooms::store::MongoSettings {
+                    uri: p2piano_testkit::mongo_uri(),
+                    database: name.clone(),
+                    username: None,
+                    password: None,
+                    timeout: Duration::from_secs(2),
+                })
+                .await
+                .unwrap(),
+            ),
+            Mode::InProcess => Arc::new(p2piano_rooms::store::MemoryStore::new()),
+        };
+        let rooms = p2piano_rooms::Application::build_with(
+            &config,
+            bus("rooms").await,
+            store,
+            Clock::system(),
+        )
+        .await
+        .expect("rooms");
+        let stop = CancellationToken::new();
+        tokio::spawn(rooms.run_until_stopped(stop.clone()));
+        stops.push(stop);
+        // presence
+        let pbus = bus("presence").await;
+        let buckets = match mode {
+            Mode::Nats => p2piano_presence::app::jetstream_buckets(&pbus, &config)
+                .await
+                .unwrap(),
+            Mode::InProcess => p2piano_presence::app::memory_buckets(&config),
+        };
+        let presence =
+            p2piano_presence::Application::build_with(&config, pbus, buckets, Clock::system())
+                .await
+                .expect("presence");
+        let stop = CancellationToken::new();
+        tokio::spawn(presence.run_until_stopped(stop.clone()));
+        stops.push(stop);
+        let mut cluster = Self {
+            mode,
+            name,
+            config,
+            edges: Vec::new(),
+            stops,
+            edge_stops: Vec::new(),
+            edge_tasks: Vec::new(),
+        };
+        let n = if mode == Mode::Nats { 2 } else { 1 };
+        for i in 0..n {
+            let b = bus(if i == 0 { "edge-1" } else { "edge-2" }).await;
+            cluster.add_edge(b).await;
+        }
+        cluster
+    }
+
+    async fn add_edge(&mut self, bus: Bus) {
+        let mut config = self.config.clone();
+        config.edge_id = Some(format!("edge-{}", self.edges.len() + 1));
+        let app = p2piano_edge::Application::build_with(&config, bus)
+            .await
+            .expect("edge builds");
+        self.edges.push(app.port());
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        self.edge_tasks.push(tokio::spawn(async move {
+            app.run_until_stopped(token)
+                .await
+                .expect("edge stops cleanly");
+        }));
+        self.edge_stops.push(stop);
+    }
+
+    /// The port of edge `i` (the second edge is the first in process mode).
+    pub fn edge(&self, i: usize) -> u16 {
+        self.edges[i.min(self.edges.len() - 1)]
+    }
+
+    /// Drains edge `i` and waits for it to stop.
+    pub async fn stop_edge(&mut self, i: usize) {
+        self.edge_stops[i].cancel();
+        let task = std::mem::replace(&mut self.edge_tasks[i], tokio::spawn(async {}));
+        task.await.unwrap();
+    }
+
+    /// A new session: creates a room over HTTP on edge `i`; returns (cookie header value, room code).
+    pub async fn session_with_room(&self, i: usize) -> (String, String) {
+        let r = request(self.edge(i), "POST", "/api/room", &[], None).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let code = r.json()["roomId"].as_str().unwrap().to_owned();
+        (r.cookie().expect("a session cookie"), code)
+    }
+
+    /// A new session that looked at `code` over HTTP on edge `i`; returns its cookie.
+    pub async fn session_for(&self, i: usize, code: &str) -> String {
+        let r = request(self.edge(i), "GET", &format!("/api/room/{code}"), &[], None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.cookie().expect("a session cookie")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for s in self.stops.iter().chain(&self.edge_stops) {
+            s.cancel();
+        }
+    }
+}
