@@ -84,6 +84,16 @@ impl Application {
 
     /// Builds the edge on a given bus (embedded mode and tests).
     pub async fn build_with(config: &Config, bus: Bus) -> Result<Self, AppError> {
+        Self::build_with_settings(config, bus, SocketSettings::default()).await
+    }
+
+    /// Builds the edge on a given bus with explicit Engine.IO settings (tests use small
+    /// queues and short timeouts).
+    pub async fn build_with_settings(
+        config: &Config,
+        bus: Bus,
+        settings: SocketSettings,
+    ) -> Result<Self, AppError> {
         let subjects =
             Subjects::new(&config.subject_prefix).map_err(|e| AppError::Config(e.to_string()))?;
         let id = edge_id(config);
@@ -105,7 +115,7 @@ impl Application {
             rpc.clone(),
             auth.clone(),
             config.cors_origin.clone(),
-            SocketSettings::default(),
+            settings,
             metrics.clone(),
         );
         let readiness = Arc::new(EdgeReadiness {

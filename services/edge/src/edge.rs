@@ -30,6 +30,10 @@ pub struct SocketSettings {
     pub max_payload: usize,
     /// Most binary attachments per packet.
     pub max_attachments: usize,
+    /// Frames a socket's outbound queue holds before relayed events to it are dropped
+    /// (the slow-consumer policy of DESIGN.md). Tests lower it to reach the policy with
+    /// little traffic.
+    pub outbox_capacity: usize,
 }
 
 impl Default for SocketSettings {
@@ -40,6 +44,7 @@ impl Default for SocketSettings {
             connect_timeout: Duration::from_secs(45),
             max_payload: 64 * 1024,
             max_attachments: 4,
+            outbox_capacity: crate::socket::outbox::OUTBOX_CAPACITY,
         }
     }
 }

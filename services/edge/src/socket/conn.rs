@@ -69,7 +69,7 @@ fn new_sid() -> String {
 pub async fn run(edge: Arc<Edge>, socket: WebSocket, handshake: Handshake) {
     let sid: Arc<str> = Arc::from(new_sid());
     let (sink, mut stream) = socket.split();
-    let (outbox, rx) = outbox::outbox();
+    let (outbox, rx) = outbox::outbox(edge.settings.outbox_capacity);
     let replaced = Arc::new(AtomicBool::new(false));
     edge.register(
         sid.clone(),

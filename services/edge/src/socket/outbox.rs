@@ -18,7 +18,7 @@ use futures::stream::SplitSink;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Outbound queue length per socket.
+/// Outbound queue length per socket (the default of [`crate::edge::SocketSettings`]).
 pub const OUTBOX_CAPACITY: usize = 1024;
 /// How long a socket's queue may stay full before the socket is closed.
 pub const SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(5);
@@ -141,9 +141,9 @@ impl Outbox {
     }
 }
 
-/// Creates a socket's queue; the receiver goes to [`run_writer`].
-pub fn outbox() -> (Outbox, mpsc::Receiver<Frame>) {
-    let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
+/// Creates a socket's queue of `capacity` frames; the receiver goes to [`run_writer`].
+pub fn outbox(capacity: usize) -> (Outbox, mpsc::Receiver<Frame>) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
     let state = Arc::new(OutboxState {
         dropped: AtomicU64::new(0),
         full_since_ms: AtomicU64::new(0),

@@ -36,6 +36,17 @@ pub enum Got {
 impl SioClient {
     /// Opens a socket with `query` (without EIO/transport) and extra headers.
     pub async fn open(port: u16, query: &str, headers: &[(&str, &str)]) -> Result<Self, String> {
+        Self::open_with_recv_buffer(port, query, headers, None).await
+    }
+
+    /// Like [`SioClient::open`], with the TCP receive buffer fixed to `recv_buffer` bytes (a
+    /// small one makes a client that stops reading back up the server at once).
+    pub async fn open_with_recv_buffer(
+        port: u16,
+        query: &str,
+        headers: &[(&str, &str)],
+        recv_buffer: Option<u32>,
+    ) -> Result<Self, String> {
         let url = format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket&{query}");
         let mut req = url.into_client_request().unwrap();
         for (k, v) in headers {
@@ -44,7 +55,17 @@ impl SioClient {
                 v.parse().unwrap(),
             );
         }
-        let (ws, _) = tokio_tungstenite::connect_async(req)
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        if let Some(size) = recv_buffer {
+            socket
+                .set_recv_buffer_size(size)
+                .map_err(|e| e.to_string())?;
+        }
+        let tcp = socket
+            .connect(([127, 0, 0, 1], port).into())
+            .await
+            .map_err(|e| e.to_string())?;
+        let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp))
             .await
             .map_err(|e| e.to_string())?;
         let mut c = Self {

@@ -34,6 +34,7 @@ pub struct Cluster {
     pub config: Config,
     /// Ports of the edges (two in NATS mode, one in process).
     pub edges: Vec<u16>,
+    settings: p2piano_edge::edge::SocketSettings,
     stops: Vec<CancellationToken>,
     edge_stops: Vec<CancellationToken>,
     edge_tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -62,6 +63,11 @@ pub fn config(name: &str, nats: Option<String>) -> Config {
 
 impl Cluster {
     pub async fn start(mode: Mode) -> Self {
+        Self::start_with(mode, p2piano_edge::edge::SocketSettings::default()).await
+    }
+
+    /// A cluster whose edges use `settings` (small queues, short timeouts).
+    pub async fn start_with(mode: Mode, settings: p2piano_edge::edge::SocketSettings) -> Self {
         let name = p2piano_testkit::unique_name("edge");
         let nats = (mode == Mode::Nats).then(p2piano_testkit::nats_url);
         let config = config(&name, nats.clone());
@@ -122,6 +128,7 @@ impl Cluster {
             mode,
             name,
             config,
+            settings,
             edges: Vec::new(),
             stops,
             edge_stops: Vec::new(),
@@ -138,9 +145,10 @@ impl Cluster {
     async fn add_edge(&mut self, bus: Bus) {
         let mut config = self.config.clone();
         config.edge_id = Some(format!("edge-{}", self.edges.len() + 1));
-        let app = p2piano_edge::Application::build_with(&config, bus)
-            .await
-            .expect("edge builds");
+        let app =
+            p2piano_edge::Application::build_with_settings(&config, bus, self.settings.clone())
+                .await
+                .expect("edge builds");
         self.edges.push(app.port());
         let stop = CancellationToken::new();
         let token = stop.clone();

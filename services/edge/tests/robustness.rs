@@ -1,0 +1,332 @@
+//! Bad input, slow consumers and drains: the failure paths of the Socket.IO gateway, on two
+//! edges over real NATS and the MongoDB-wire server and (where one edge suffices) in process.
+
+mod support;
+
+use std::time::Duration;
+
+use p2piano_edge::edge::SocketSettings;
+use serde_json::{Value, json};
+use support::client::Got;
+use support::{Cluster, Mode, SioClient};
+
+macro_rules! both_modes {
+    ($($case:ident),* $(,)?) => {
+        mod nats {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                super::$case(super::Mode::Nats).await
+            })*
+        }
+        mod in_process {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                super::$case(super::Mode::InProcess).await
+            })*
+        }
+    };
+}
+
+both_modes!(
+    protocol_violations_close_only_the_offending_socket,
+    bad_events_are_refused_and_the_socket_stays,
+    slow_consumer_does_not_slow_the_room,
+);
+
+/// A web-client socket of a new session in `code` on edge `i`, with its public user id.
+async fn member(c: &Cluster, i: usize, code: &str) -> (SioClient, String) {
+    let cookie = c.session_for(i, code).await;
+    member_with(c, i, &cookie, code, None).await
+}
+
+async fn member_with(
+    c: &Cluster,
+    i: usize,
+    cookie: &str,
+    code: &str,
+    recv_buffer: Option<u32>,
+) -> (SioClient, String) {
+    let mut s = SioClient::open_with_recv_buffer(
+        c.edge(i),
+        &format!("roomId={code}&displayName=P"),
+        &[("Cookie", cookie)],
+        recv_buffer,
+    )
+    .await
+    .expect("socket opens");
+    match s.connect("/api", None).await {
+        Got::Connected(_) => {}
+        other => panic!("connect failed: {other:?}"),
+    }
+    let welcome = s.expect("ROOM_JOIN").await;
+    let me = welcome["userId"].as_str().unwrap().to_owned();
+    (s, me)
+}
+
+/// The next event named `name`, passing over membership events (sockets of the test come and
+/// go around the listener).
+async fn next_skipping_membership(s: &mut SioClient, name: &str) -> Value {
+    loop {
+        match s.next().await {
+            Got::Event(n, p) if n == name => return p,
+            Got::Event(n, _) if n == "USER_CONNECT" || n == "USER_DISCONNECT" => continue,
+            other => panic!("expected {name}, got {other:?}"),
+        }
+    }
+}
+
+/// A frame to send: text (`Ok`) or binary (`Err`).
+type Sent = Result<String, Vec<u8>>;
+
+async fn protocol_violations_close_only_the_offending_socket(mode: Mode) {
+    let c = Cluster::start(mode).await;
+    let (_, code) = c.session_with_room(0).await;
+    let (mut listener, listener_id) = member(&c, 1, &code).await;
+    let (mut checker, checker_id) = member(&c, 0, &code).await;
+    assert_eq!(listener.expect("USER_CONNECT").await["userId"], checker_id);
+    let oversize = format!(
+        "42/api,[\"LATENCY_PING\",{{\"x\":\"{}\"}}]",
+        "y".repeat(70 * 1024)
+    );
+    let cases: Vec<(&str, Vec<Sent>, u16)> = vec![
+        (
+            "unknown Socket.IO packet type",
+            vec![Ok("4X garbage".into())],
+            1002,
+        ),
+        ("unknown Engine.IO packet type", vec![Ok("9".into())], 1002),
+        ("open packet from a client", vec![Ok("0".into())], 1002),
+        (
+            "text frame while attachments are due",
+            vec![
+                Ok(r#"451-/api,["KEY_DOWN",{"_placeholder":true,"num":0}]"#.into()),
+                Ok(r#"42/api,["KEY_UP",{}]"#.into()),
+            ],
+            1002,
+        ),
+        (
+            "binary frame without a packet",
+            vec![Err(vec![1, 2, 3])],
+            1002,
+        ),
+        (
+            "attachment bomb",
+            vec![Ok(
+                r#"459-/api,["KEY_DOWN",{"_placeholder":true,"num":0}]"#.into()
+            )],
+            1002,
+        ),
+        ("oversize frame", vec![Ok(oversize)], 1009),
+    ];
+    for (i, (what, frames, close)) in cases.into_iter().enumerate() {
+        let (mut bad, bad_id) = member(&c, 0, &code).await;
+        assert_eq!(listener.expect("USER_CONNECT").await["userId"], bad_id);
+        for frame in frames {
+            match frame {
+                Ok(text) => bad.send_raw(&text).await,
+                Err(bytes) => bad.send_binary(bytes).await,
+            }
+        }
+        assert_eq!(bad.next().await, Got::Closed(Some(close)), "{what}");
+        // The offender leaves (after the grace period); the others play on.
+        assert_eq!(
+            listener.expect("USER_DISCONNECT").await["userId"],
+            bad_id,
+            "{what}"
+        );
+        checker
+            .emit(
+                "KEY_DOWN",
+                json!({"note": i, "velocity": 1, "targetUserIds": [listener_id]}),
+            )
+            .await;
+        assert_eq!(
+            listener.expect("KEY_DOWN").await["note"],
+            i as u64,
+            "{what}"
+        );
+    }
+    // An event before any namespace connect is a violation too (and was never a member).
+    let cookie = c.session_for(0, &code).await;
+    let mut early = SioClient::open(c.edge(0), "", &[("Cookie", &cookie)])
+        .await
+        .unwrap();
+    early
+        .send_raw(r#"42/api,["KEY_UP",{"note":1,"targetUserIds":[]}]"#)
+        .await;
+    assert_eq!(early.next().await, Got::Closed(Some(1002)));
+    checker
+        .emit(
+            "KEY_UP",
+            json!({"note": 100, "targetUserIds": [listener_id]}),
+        )
+        .await;
+    assert_eq!(listener.expect("KEY_UP").await["note"], 100);
+}
+
+async fn bad_events_are_refused_and_the_socket_stays(mode: Mode) {
+    let c = Cluster::start(mode).await;
+    let (_, code) = c.session_with_room(0).await;
+    let (mut listener, listener_id) = member(&c, 1, &code).await;
+    let (mut s, _) = member(&c, 0, &code).await;
+    let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
+    let refused = [
+        "42/api,[not json".to_owned(),
+        r#"42/api,{"not":"an array"}"#.to_owned(),
+        format!(r#"42/api,["KEY_DOWN",{deep}]"#),
+        r#"42/api,["SIGNAL",{"userId":"not-a-uuid","signalData":{}}]"#.to_owned(),
+        r#"42/api,["AUTOMERGE_PROTOCOL",{"syncMessage":"abc","targetUserIds":[]}]"#.to_owned(),
+    ];
+    for (i, frame) in refused.iter().enumerate() {
+        s.send_raw(frame).await;
+        let e = match s.next().await {
+            Got::Event(n, p) if n == "exception" => p,
+            other => panic!("frame {i} ({frame:.60}): expected an exception, got {other:?}"),
+        };
+        assert_eq!(
+            (e["status"].as_str(), e["code"].as_u64()),
+            (Some("error"), Some(400)),
+            "frame {i}: {e}"
+        );
+        s.emit(
+            "KEY_DOWN",
+            json!({"note": i, "velocity": 2, "targetUserIds": [listener_id]}),
+        )
+        .await;
+        assert_eq!(
+            next_skipping_membership(&mut listener, "KEY_DOWN").await["note"],
+            i as u64,
+            "frame {i}"
+        );
+    }
+    // A complete binary event is understood, and refused: no event carries binary data.
+    s.send_raw(r#"451-/api,["KEY_DOWN",{"_placeholder":true,"num":0}]"#)
+        .await;
+    s.send_binary(vec![0, 1, 2]).await;
+    let e = s.expect("exception").await;
+    assert_eq!(
+        (e["code"].as_u64(), e["event"].as_str()),
+        (Some(400), Some("KEY_DOWN"))
+    );
+    // Another namespace: a connect error, nothing else.
+    s.send_raw("40/admin,").await;
+    assert_eq!(
+        s.raw().await.as_deref(),
+        Some(r#"44/admin,{"message":"Invalid namespace"}"#)
+    );
+    s.emit("KEY_UP", json!({"note": 9, "targetUserIds": [listener_id]}))
+        .await;
+    assert_eq!(
+        next_skipping_membership(&mut listener, "KEY_UP").await["note"],
+        9
+    );
+}
+
+/// The edge's `p2piano_edge_dropped_total`.
+async fn dropped(port: u16) -> u64 {
+    let r = support::request(port, "GET", "/metrics", &[], None).await;
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix("p2piano_edge_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no dropped counter in:\n{}", r.body))
+}
+
+async fn slow_consumer_does_not_slow_the_room(mode: Mode) {
+    // A short queue, so that a client that stops reading reaches the policy with 100 events.
+    let settings = SocketSettings {
+        outbox_capacity: 16,
+        ..SocketSettings::default()
+    };
+    let c = Cluster::start_with(mode, settings).await;
+    let (_, code) = c.session_with_room(0).await;
+    let (mut fast, fast_id) = member(&c, 0, &code).await;
+    let slow_cookie = c.session_for(0, &code).await;
+    // The slow client reads nothing after its welcome, through a 4 KiB receive buffer. It
+    // shares an edge (and so the room's delivery task) with the fast one: if delivery ever
+    // waited for the slow queue, the fast member would stall with it.
+    let (_slow, slow_id) = member_with(&c, 0, &slow_cookie, &code, Some(4096)).await;
+    let (mut sender, _) = member(&c, 0, &code).await;
+    let before = dropped(c.edge(0)).await;
+    // 100 CRDT messages of ~60 KB (the CRDT budget is 100 per 10 s): 6 MB for each receiver.
+    let sync: Vec<u8> = vec![255; 15_000];
+    // In lockstep with the fast member, so that its own queue never holds more than one
+    // frame: what is measured is only whether the slow one holds it up.
+    for seq in 0..100u64 {
+        let payload = json!({"syncMessage": sync, "seq": seq, "targetUserIds": [fast_id, slow_id]});
+        sender.emit("AUTOMERGE_PROTOCOL", payload).await;
+        let got = next_skipping_membership(&mut fast, "AUTOMERGE_PROTOCOL").await;
+        assert_eq!(
+            got["seq"], seq,
+            "the fast member gets every message, in order"
+        );
+        assert_eq!(got["syncMessage"].as_array().map(Vec::len), Some(15_000));
+    }
+    let after = dropped(c.edge(0)).await;
+    assert!(
+        after > before,
+        "the slow member's queue overflowed and its messages were dropped ({before} -> {after})"
+    );
+}
+
+/// SIGTERM of an edge (here: its shutdown token): its clients' sockets are closed at the
+/// transport (1012, not a Socket.IO disconnect, so they reconnect), a client that comes back
+/// on the other edge within the grace period is announced to nobody, and the edge stops well
+/// within 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_moves_clients_without_leave_or_join() {
+    let mut c = Cluster::start(Mode::Nats).await;
+    let (cookie_a, code) = c.session_with_room(0).await;
+    let (mut a, a_id) = member_with(&c, 0, &cookie_a, &code, None).await;
+    let cookie_m = c.session_for(1, &code).await;
+    let (mut moving, m_id) = member_with(&c, 1, &cookie_m, &code, None).await;
+    assert_eq!(a.expect("USER_CONNECT").await["userId"], m_id);
+    let edge_b = c.edge(1);
+    let port_a = c.edge(0);
+    let client = async {
+        let closed = moving.next().await;
+        // The client reconnects at once, to the edge that stays.
+        let mut s = SioClient::open(
+            port_a,
+            &format!("roomId={code}&displayName=P"),
+            &[("Cookie", &cookie_m)],
+        )
+        .await
+        .unwrap();
+        assert!(matches!(s.connect("/api", None).await, Got::Connected(_)));
+        assert_eq!(s.expect("ROOM_JOIN").await["userId"], m_id);
+        (closed, s)
+    };
+    let started = std::time::Instant::now();
+    let ((closed, mut back), ()) = tokio::join!(client, async {
+        tokio::time::timeout(Duration::from_secs(30), c.stop_edge(1))
+            .await
+            .expect("the edge stops within 30 s")
+    });
+    assert_eq!(
+        closed,
+        Got::Closed(Some(1012)),
+        "a transport close, not a Socket.IO disconnect"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", edge_b)).is_err(),
+        "the drained edge no longer listens"
+    );
+    // Proving that no leave is announced needs time to pass: the grace period (600 ms in the
+    // test configuration) must end before we look, so this one wait is on the clock.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    back.emit(
+        "KEY_DOWN",
+        json!({"note": 42, "velocity": 3, "targetUserIds": [a_id]}),
+    )
+    .await;
+    // The next thing `a` sees is the note: no USER_DISCONNECT, no USER_CONNECT in between.
+    assert_eq!(
+        a.next().await,
+        Got::Event(
+            "KEY_DOWN".into(),
+            json!({"note": 42, "velocity": 3, "userId": m_id})
+        )
+    );
+}
