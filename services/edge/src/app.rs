@@ -77,9 +77,12 @@ impl Application {
     /// Connects to NATS and builds the edge.
     pub async fn build(config: &Config) -> Result<Self, AppError> {
         let url = config.nats_url.as_deref().unwrap_or(DEFAULT_NATS_URL);
-        let id = edge_id(config);
+        // Fix the id once, so that the bus connection and the edge carry the same one.
+        let mut config = config.clone();
+        config.edge_id = Some(edge_id(&config));
+        let id = config.edge_id.clone().unwrap_or_default();
         let bus = Bus::connect_nats(url, &format!("p2piano-edge-{id}")).await?;
-        Self::build_with(config, bus).await
+        Self::build_with(&config, bus).await
     }
 
     /// Builds the edge on a given bus (embedded mode and tests).

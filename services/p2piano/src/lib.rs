@@ -3,6 +3,7 @@
 //! Exit codes: 0 after a clean stop, 1 when the service failed while running or at start-up,
 //! 2 when the configuration is invalid (the message names the variable).
 
+mod all;
 mod inspect;
 mod signals;
 
@@ -121,13 +122,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             .await
             .map_err(|e| e.to_string()),
         Command::Edge => run_edge(&config, shutdown).await.map_err(|e| e.to_string()),
-        Command::All | Command::Sub { .. } | Command::Request { .. } => {
-            eprintln!(
-                "p2piano {}: not yet available in this version",
-                command.name()
-            );
-            return ExitCode::from(1);
-        }
+        Command::All => all::run(&config, shutdown).await.map_err(|e| e.to_string()),
+        // Handled above: they need no configuration or telemetry.
+        Command::Sub { .. } | Command::Request { .. } => return ExitCode::from(1),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

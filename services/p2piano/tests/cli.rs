@@ -2,27 +2,11 @@
 //! name the variable, `p2piano rooms` serving and stopping cleanly on SIGTERM, and
 //! `p2piano sub` / `p2piano request` showing the bus traffic as JSON.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_p2piano");
+use std::process::Stdio;
 
-fn p2piano(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c
-}
-
-fn output(args: &[&str], env: &[(&str, &str)]) -> Output {
-    p2piano(args, env).output().expect("binary runs")
-}
+use support::{lines, output, p2piano, sigterm, wait_for_line};
 
 #[test]
 fn help_and_version() {
@@ -47,39 +31,6 @@ fn production_without_required_variables_names_them() {
     let out = output(&["rooms"], &[("PORT", "not-a-port")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PORT"));
-}
-
-/// Lines of a child's stream, delivered through a channel so the test can wait for one.
-fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => continue,
-            Err(_) => panic!("no line containing {needle:?}"),
-        }
-    }
-}
-
-fn sigterm(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
 }
 
 #[test]

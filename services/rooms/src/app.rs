@@ -43,6 +43,23 @@ pub enum AppError {
     Config(String),
 }
 
+/// The MongoDB store as configured (`MONGO_URI`, else the development default, with
+/// `MONGO_USERNAME`/`MONGO_PASSWORD` and `P2PIANO_MONGO_DB`), for `p2piano rooms` and for
+/// `p2piano all` when it is given a database.
+pub async fn connect_mongo(config: &Config) -> Result<MongoStore, AppError> {
+    Ok(MongoStore::connect(MongoSettings {
+        uri: config
+            .mongo_uri
+            .clone()
+            .unwrap_or_else(|| DEFAULT_MONGO_URI.to_owned()),
+        database: config.mongo_database(),
+        username: config.mongo_username.clone(),
+        password: config.mongo_password.clone(),
+        timeout: config.mongo_timeout(),
+    })
+    .await?)
+}
+
 /// A built rooms service: subscribed, admin port bound, not yet serving.
 pub struct Application {
     service: RoomsService,
@@ -56,17 +73,7 @@ impl Application {
     pub async fn build(config: &Config) -> Result<Self, AppError> {
         let nats_url = config.nats_url.as_deref().unwrap_or(DEFAULT_NATS_URL);
         let bus = Bus::connect_nats(nats_url, "p2piano-rooms").await?;
-        let store = MongoStore::connect(MongoSettings {
-            uri: config
-                .mongo_uri
-                .clone()
-                .unwrap_or_else(|| DEFAULT_MONGO_URI.to_owned()),
-            database: config.mongo_database(),
-            username: config.mongo_username.clone(),
-            password: config.mongo_password.clone(),
-            timeout: config.mongo_timeout(),
-        })
-        .await?;
+        let store = connect_mongo(config).await?;
         Self::build_with(config, bus, Arc::new(store), Clock::system()).await
     }
 

@@ -2,6 +2,7 @@
 //! sessions and per-session limits, the OpenAPI document and its page, CORS and the
 //! security headers every response carries.
 
+pub mod demo;
 pub mod error;
 mod headers;
 pub mod limits;
@@ -123,6 +124,7 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
         .merge(admin)
         .merge(openapi::router())
+        .merge(demo::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

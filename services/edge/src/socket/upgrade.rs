@@ -24,6 +24,19 @@ fn refuse(status: StatusCode, code: u8, message: &str) -> Response {
         .into_response()
 }
 
+/// Whether a browser page from `origin` may open a socket: one of `CORS_ORIGIN`, or a page
+/// served by this edge itself (its origin's host and port are the request's `Host`; the
+/// scheme is not compared, since TLS may end at a load balancer in front). A foreign page
+/// cannot forge either: browsers set `Origin` and `Host` themselves.
+pub fn origin_allowed(origin: &str, headers: &HeaderMap, allowed: &[String]) -> bool {
+    if allowed.iter().any(|a| a == origin) {
+        return true;
+    }
+    let authority = origin.split_once("://").map(|(_, rest)| rest);
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    matches!((authority, host), (Some(a), Some(h)) if !a.is_empty() && a.eq_ignore_ascii_case(h))
+}
+
 /// The upgrade handler.
 #[tracing::instrument(skip_all, fields(ip = %addr.ip()))]
 pub async fn upgrade(
@@ -43,13 +56,14 @@ pub async fn upgrade(
         return refuse(StatusCode::BAD_REQUEST, 0, "Transport unknown");
     }
     // A cross-site page must not ride the cookie; clients without Origin (not browsers) may.
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let allowed = origin
-            .to_str()
-            .is_ok_and(|o| edge.cors_origins.iter().any(|a| a == o));
-        if !allowed {
-            return refuse(StatusCode::FORBIDDEN, 4, "Origin not allowed");
-        }
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !origin_allowed(
+            origin.to_str().unwrap_or_default(),
+            &headers,
+            &edge.cors_origins,
+        )
+    {
+        return refuse(StatusCode::FORBIDDEN, 4, "Origin not allowed");
     }
     let Ok(ws) = ws else {
         return refuse(StatusCode::BAD_REQUEST, 3, "Bad request");
@@ -65,4 +79,23 @@ pub async fn upgrade(
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| tasks.track_future(conn::run(edge, socket, handshake)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_from_the_list_or_this_host() {
+        let allowed = vec!["http://localhost:5173".to_owned()];
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "localhost:3001".parse().unwrap());
+        assert!(origin_allowed("http://localhost:5173", &headers, &allowed));
+        assert!(origin_allowed("http://localhost:3001", &headers, &allowed));
+        assert!(origin_allowed("https://LOCALHOST:3001", &headers, &allowed));
+        assert!(!origin_allowed("https://evil.example", &headers, &allowed));
+        assert!(!origin_allowed("http://localhost:3002", &headers, &allowed));
+        assert!(!origin_allowed("null", &headers, &allowed));
+        assert!(!origin_allowed("http://", &HeaderMap::new(), &allowed));
+    }
 }

@@ -1,0 +1,300 @@
+//! Every relayed event of both dialects reaches exactly its targets with the payload
+//! PROTOCOL.md gives, across two edges (and in process), and the two dialects meet in one
+//! room: settings changes, moving between rooms, events crossing from one dialect to the
+//! other.
+
+mod support;
+
+use serde_json::json;
+use support::client::Got;
+use support::{Cluster, Mode, SioClient};
+
+macro_rules! both_modes {
+    ($($case:ident),* $(,)?) => {
+        mod nats {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                super::$case(super::Cluster::start(super::Mode::Nats).await).await
+            })*
+        }
+        mod in_process {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                super::$case(super::Cluster::start(super::Mode::InProcess).await).await
+            })*
+        }
+    };
+}
+
+both_modes!(
+    every_client_event_reaches_only_its_targets,
+    oversize_and_foreign_payloads_are_refused_to_the_sender,
+    dialects_meet_in_one_room,
+);
+
+/// A web-client socket of `cookie` in `code` on edge `i`, and its public id.
+async fn web(c: &Cluster, i: usize, cookie: &str, code: &str) -> (SioClient, String) {
+    let mut s = SioClient::open(
+        c.edge(i),
+        &format!("roomId={code}&displayName=P"),
+        &[("Cookie", cookie)],
+    )
+    .await
+    .expect("socket opens");
+    assert!(matches!(s.connect("/api", None).await, Got::Connected(_)));
+    let me = s.expect("ROOM_JOIN").await["userId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (s, me)
+}
+
+/// A service-dialect socket of `cookie` on edge `i`, connected to `/`.
+async fn service(c: &Cluster, i: usize, cookie: &str) -> SioClient {
+    let mut s = SioClient::open(c.edge(i), "", &[("Cookie", cookie)])
+        .await
+        .expect("socket opens");
+    assert!(matches!(s.connect("/", None).await, Got::Connected(_)));
+    s
+}
+
+async fn every_client_event_reaches_only_its_targets(c: Cluster) {
+    let (cookie_a, code) = c.session_with_room(0).await;
+    let (mut a, a_id) = web(&c, 0, &cookie_a, &code).await;
+    let (mut b, b_id) = web(&c, 1, &c.session_for(1, &code).await, &code).await;
+    let (mut x, x_id) = web(&c, 0, &c.session_for(0, &code).await, &code).await;
+    assert_eq!(a.expect("USER_CONNECT").await["userId"], b_id);
+    assert_eq!(a.expect("USER_CONNECT").await["userId"], x_id);
+    assert_eq!(b.expect("USER_CONNECT").await["userId"], x_id);
+    let cases = [
+        (
+            "KEY_DOWN",
+            json!({"note": 60, "velocity": 99}),
+            json!({"note": 60, "velocity": 99}),
+        ),
+        ("KEY_UP", json!({"note": 60}), json!({"note": 60})),
+        ("SUSTAIN_DOWN", json!({}), json!({})),
+        ("SUSTAIN_UP", json!({}), json!({})),
+        (
+            "METRONOME_TICK",
+            json!({"type": "accent"}),
+            json!({"type": "accent"}),
+        ),
+        (
+            "LATENCY_PING",
+            json!({"id": 7, "sentAt": 123.5}),
+            json!({"id": 7, "sentAt": 123.5}),
+        ),
+        (
+            "LATENCY_PONG",
+            json!({"id": 7, "sentAt": 123.5}),
+            json!({"id": 7, "sentAt": 123.5}),
+        ),
+        (
+            "AUTOMERGE_PROTOCOL",
+            json!({"syncMessage": [0, 1, 255], "docId": "d"}),
+            json!({"syncMessage": [0, 1, 255], "docId": "d"}),
+        ),
+    ];
+    for (name, sent, received) in cases {
+        // Only b is targeted; the server overwrites any userId the client put in.
+        let mut payload = sent.clone();
+        payload["targetUserIds"] = json!([b_id]);
+        payload["userId"] = json!(x_id);
+        a.emit(name, payload).await;
+        let mut want = received.clone();
+        want["userId"] = json!(a_id);
+        assert_eq!(b.next().await, Got::Event(name.to_owned(), want), "{name}");
+    }
+    // x was never targeted and a never targeted itself: the next thing either sees is an
+    // event sent to it now.
+    b.emit("KEY_UP", json!({"note": 1, "targetUserIds": [x_id, a_id]}))
+        .await;
+    assert_eq!(
+        x.next().await,
+        Got::Event("KEY_UP".into(), json!({"note": 1, "userId": b_id}))
+    );
+    assert_eq!(
+        a.next().await,
+        Got::Event("KEY_UP".into(), json!({"note": 1, "userId": b_id}))
+    );
+    // A sender may target itself.
+    a.emit("KEY_UP", json!({"note": 2, "targetUserIds": [a_id]}))
+        .await;
+    assert_eq!(
+        a.next().await,
+        Got::Event("KEY_UP".into(), json!({"note": 2, "userId": a_id}))
+    );
+    // A signal reaches its one target, with the sender's id.
+    x.emit(
+        "SIGNAL",
+        json!({"userId": b_id, "signalData": {"renegotiate": true}}),
+    )
+    .await;
+    assert_eq!(
+        b.next().await,
+        Got::Event(
+            "SIGNAL".into(),
+            json!({"signalData": {"renegotiate": true}, "userId": x_id})
+        )
+    );
+    // An own USER_UPDATE reaches everyone, the sender included.
+    x.emit("USER_UPDATE", json!({"userId": x_id, "displayName": "Xena", "color": "#0f0", "instrument": "ELECTRIC_BASS"}))
+        .await;
+    for s in [&mut a, &mut b, &mut x] {
+        let up = s.expect("USER_UPDATE").await;
+        assert_eq!(up["userId"], x_id);
+        let user = &up["room"]["users"][&x_id];
+        assert_eq!(
+            (user["displayName"].as_str(), user["instrument"].as_str()),
+            (Some("Xena"), Some("ELECTRIC_BASS"))
+        );
+    }
+}
+
+async fn oversize_and_foreign_payloads_are_refused_to_the_sender(c: Cluster) {
+    let (cookie_a, code) = c.session_with_room(0).await;
+    let (mut a, _) = web(&c, 0, &cookie_a, &code).await;
+    let (mut b, b_id) = web(&c, 1, &c.session_for(1, &code).await, &code).await;
+    a.expect("USER_CONNECT").await;
+    let refusals = [
+        (
+            "SIGNAL",
+            json!({"userId": b_id, "signalData": {"sdp": "x".repeat(17 * 1024)}}),
+            413,
+        ),
+        (
+            "LATENCY_PING",
+            json!({"pad": "x".repeat(2000), "targetUserIds": [b_id]}),
+            413,
+        ),
+        (
+            "METRONOME_TICK",
+            json!({"type": 5, "targetUserIds": [b_id]}),
+            400,
+        ),
+        (
+            "KEY_DOWN",
+            json!({"note": 60, "velocity": 128, "targetUserIds": [b_id]}),
+            400,
+        ),
+        (
+            "KEY_DOWN",
+            json!({"note": 60, "velocity": 1, "targetUserIds": vec![b_id.clone(); 51]}),
+            400,
+        ),
+        ("USER_UPDATE", json!({"instrument": "KAZOO"}), 400),
+        ("USER_UPDATE", json!({"displayName": " "}), 400),
+        (
+            "USER_UPDATE",
+            json!({"userId": b_id, "displayName": "Hijack"}),
+            403,
+        ),
+        (
+            "SIGNAL",
+            json!({"userId": "00000000-0000-4000-8000-000000000000", "signalData": {}}),
+            403,
+        ),
+        (
+            "KEY_DOWN",
+            json!({"note": 1, "velocity": 1, "targetUserIds": ["00000000-0000-4000-8000-000000000000"]}),
+            403,
+        ),
+    ];
+    for (name, payload, status) in refusals {
+        a.emit(name, payload).await;
+        let e = a.expect("exception").await;
+        assert_eq!(
+            (e["code"].as_u64(), e["event"].as_str()),
+            (Some(status), Some(name)),
+            "{e}"
+        );
+        assert!(
+            e["message"].as_str().is_some_and(|m| !m.is_empty()) && e["timestamp"].is_string(),
+            "{e}"
+        );
+    }
+    // None of it reached b, and b still hears a.
+    a.emit("KEY_UP", json!({"note": 3, "targetUserIds": [b_id]}))
+        .await;
+    assert_eq!(b.expect("KEY_UP").await["note"], 3);
+}
+
+async fn dialects_meet_in_one_room(c: Cluster) {
+    let (owner_cookie, code) = c.session_with_room(0).await;
+    let (mut w, w_id) = web(&c, 0, &owner_cookie, &code).await;
+    let s_cookie = c.session_for(1, &code).await;
+    let mut s = service(&c, 1, &s_cookie).await;
+    let joined = s
+        .emit_ack("join-room", json!({"code": code, "displayName": "Svc"}), 1)
+        .await;
+    let s_id = joined["you"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(joined["room"]["participants"].as_array().unwrap().len(), 2);
+    assert_eq!(w.expect("USER_CONNECT").await["userId"], s_id);
+    // A player event sent as a peer-message reaches the web client as that event.
+    s.emit(
+        "peer-message",
+        json!({"to": [w_id], "type": "KEY_DOWN", "data": {"note": 61, "velocity": 70}}),
+    )
+    .await;
+    assert_eq!(
+        w.next().await,
+        Got::Event(
+            "KEY_DOWN".into(),
+            json!({"note": 61, "velocity": 70, "userId": s_id})
+        )
+    );
+    // And a web client's event reaches the service socket as a peer-message.
+    w.emit("KEY_UP", json!({"note": 61, "targetUserIds": [s_id]}))
+        .await;
+    assert_eq!(
+        s.expect("peer-message").await,
+        json!({"from": w_id, "type": "KEY_UP", "data": {"note": 61}})
+    );
+    // A peer-message type the web client does not know reaches service sockets only.
+    let s2_cookie = c.session_for(0, &code).await;
+    let mut s2 = service(&c, 0, &s2_cookie).await;
+    let s2_id = s2.emit_ack("join-room", json!({"code": code}), 1).await["you"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(w.expect("USER_CONNECT").await["userId"], s2_id);
+    assert_eq!(s.expect("user-joined").await["user"]["id"], s2_id);
+    s.emit("peer-message", json!({"type": "chat", "data": "hello"}))
+        .await;
+    assert_eq!(
+        s2.expect("peer-message").await,
+        json!({"from": s_id, "type": "chat", "data": "hello"})
+    );
+    // The owner changes the settings over HTTP: service sockets get room-updated.
+    let r = support::request(
+        c.edge(1),
+        "PUT",
+        &format!("/rooms/{code}"),
+        &[("Cookie", &owner_cookie)],
+        Some(r#"{"settings":{"name":"Late jam"}}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    for sock in [&mut s, &mut s2] {
+        assert_eq!(
+            sock.expect("room-updated").await["room"]["settings"]["name"],
+            "Late jam"
+        );
+    }
+    // Joining another room leaves this one first: everyone here sees the leave.
+    let (_, other) = c.session_with_room(1).await;
+    let moved = s.emit_ack("join-room", json!({"code": other}), 2).await;
+    assert_eq!(
+        (moved["ok"].as_bool(), moved["room"]["code"].as_str()),
+        (Some(true), Some(other.as_str()))
+    );
+    let gone = w.expect("USER_DISCONNECT").await;
+    assert_eq!(gone["userId"], s_id);
+    assert!(gone["room"]["users"].get(&s_id).is_none());
+    assert_eq!(s2.expect("user-left").await["userId"], s_id);
+    // Events to a member who moved away are refused.
+    w.emit("KEY_UP", json!({"note": 1, "targetUserIds": [s_id]}))
+        .await;
+    assert_eq!(w.expect("exception").await["code"], 403);
+}

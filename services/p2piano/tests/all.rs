@@ -1,0 +1,124 @@
+//! `p2piano all` as a newcomer runs it: with nothing configured it says in its first log line
+//! that it runs on the in-process bus and memory stores, serves the whole HTTP surface and the
+//! demo page on one port, and stops cleanly on SIGTERM; given NATS and MongoDB it runs on them.
+
+mod support;
+
+use std::process::Stdio;
+
+use support::{http, lines, p2piano, port_of, sigterm, wait_for_line};
+
+fn start(
+    env: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<String>,
+    u16,
+    String,
+) {
+    let mut child = p2piano(&["all"], env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = lines(child.stdout.take().unwrap());
+    let _ = lines(child.stderr.take().unwrap());
+    let first = logs
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("a first log line");
+    let port = port_of(&wait_for_line(&logs, "edge ready"));
+    (child, logs, port, first)
+}
+
+/// Creates a room over HTTP and reads it back with the session cookie.
+fn create_and_read(port: u16) {
+    let (status, head, body) = http(port, "POST", "/api/room", &[]);
+    assert_eq!(status, 201, "{head}\n{body}");
+    let code = serde_json::from_str::<serde_json::Value>(&body).unwrap()["roomId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let (status, _, body) = http(
+        port,
+        "GET",
+        &format!("/rooms/{code}"),
+        &[("Cookie", &cookie)],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["code"],
+        code
+    );
+}
+
+#[test]
+fn embedded_mode_needs_nothing_and_says_so() {
+    let (mut child, logs, port, first) =
+        start(&[("PORT", "0"), ("P2PIANO_COOKIE_SECURE", "false")]);
+    assert!(
+        first.contains("in-process bus and memory stores"),
+        "first line: {first}"
+    );
+    assert!(
+        first.contains("open http://localhost:"),
+        "first line: {first}"
+    );
+    let (status, _, body) = http(port, "GET", "/health", &[]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(http(port, "GET", "/health/ready", &[]).0, 200);
+    create_and_read(port);
+    let (status, head, _) = http(port, "GET", "/", &[]);
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/html"),
+        "{head}"
+    );
+    sigterm(&child);
+    wait_for_line(&logs, "edge stopped");
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn with_nats_and_mongo_it_runs_on_them() {
+    let prefix = p2piano_testkit::unique_name("all");
+    let nats = p2piano_testkit::nats_url();
+    let mongo = p2piano_testkit::mongo_uri();
+    let env = [
+        ("PORT", "0"),
+        ("NATS_URL", nats.as_str()),
+        ("MONGO_URI", mongo.as_str()),
+        ("P2PIANO_MONGO_DB", prefix.as_str()),
+        ("P2PIANO_SUBJECT_PREFIX", prefix.as_str()),
+        ("P2PIANO_COOKIE_SECURE", "false"),
+    ];
+    let (mut child, logs, port, first) = start(&env);
+    assert!(
+        first.contains("NATS with JetStream KV sessions, rooms in MongoDB"),
+        "first line: {first}"
+    );
+    create_and_read(port);
+    // The rooms it serves are on the bus: a `p2piano request` from outside sees them.
+    let out = support::output(
+        &[
+            "request",
+            &format!("{prefix}.rpc.rooms.create"),
+            r#"{"ownerId":"3f1c2d9e-8a4b-4c1d-9e2f-5a6b7c8d9e0f"}"#,
+        ],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sigterm(&child);
+    wait_for_line(&logs, "edge stopped");
+    assert!(child.wait().unwrap().success());
+}
