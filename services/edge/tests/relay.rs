@@ -30,6 +30,7 @@ both_modes!(
     every_client_event_reaches_only_its_targets,
     oversize_and_foreign_payloads_are_refused_to_the_sender,
     dialects_meet_in_one_room,
+    service_dialect_errors_and_limits,
 );
 
 /// A web-client socket of `cookie` in `code` on edge `i`, and its public id.
@@ -297,4 +298,86 @@ async fn dialects_meet_in_one_room(c: Cluster) {
     w.emit("KEY_UP", json!({"note": 1, "targetUserIds": [s_id]}))
         .await;
     assert_eq!(w.expect("exception").await["code"], 403);
+}
+
+async fn service_dialect_errors_and_limits(c: Cluster) {
+    let (cookie, code) = c.session_with_room(0).await;
+    let mut s = service(&c, 0, &cookie).await;
+    let refusal = |v: serde_json::Value| {
+        (
+            v["ok"].as_bool(),
+            v["error"]["code"].as_str().map(str::to_owned),
+        )
+    };
+    let no = |code: &str| (Some(false), Some(code.to_owned()));
+    // Not in a room yet.
+    assert_eq!(
+        refusal(s.emit_ack("leave-room", json!({}), 1).await),
+        no("invalid")
+    );
+    assert_eq!(
+        refusal(
+            s.emit_ack("peer-message", json!({"type": "chat", "data": 1}), 2)
+                .await
+        ),
+        no("forbidden")
+    );
+    // Unknown room, malformed commands.
+    assert_eq!(
+        refusal(s.emit_ack("join-room", json!({"code": "zzzzz"}), 3).await),
+        no("not_found")
+    );
+    assert_eq!(
+        refusal(
+            s.emit_ack("join-room", json!({"code": code, "instrument": "KAZOO"}), 4)
+                .await
+        ),
+        no("invalid")
+    );
+    assert_eq!(
+        refusal(s.emit_ack("no-such-command", json!({}), 5).await),
+        no("invalid")
+    );
+    assert_eq!(
+        s.emit_ack("join-room", json!({"code": code}), 6).await["ok"],
+        true
+    );
+    assert_eq!(
+        refusal(s.emit_ack("user-update", json!({"color": "red"}), 7).await),
+        no("invalid")
+    );
+    let stranger = "00000000-0000-4000-8000-000000000000";
+    assert_eq!(
+        refusal(
+            s.emit_ack("webrtc-signal", json!({"to": stranger, "signal": {}}), 8)
+                .await
+        ),
+        no("forbidden")
+    );
+    let big = json!({"to": stranger, "signal": {"sdp": "x".repeat(17 * 1024)}});
+    assert_eq!(
+        refusal(s.emit_ack("webrtc-signal", big, 9).await),
+        no("too_large")
+    );
+    // The same limits as the client dialect: 200 other events per 10 s, then rate_limited,
+    // and the socket stays.
+    for i in 0..200u64 {
+        s.emit("peer-message", json!({"type": "chat", "data": i}))
+            .await;
+    }
+    assert_eq!(
+        refusal(
+            s.emit_ack("peer-message", json!({"type": "chat", "data": 200}), 10)
+                .await
+        ),
+        no("rate_limited")
+    );
+    s.emit("peer-message", json!({"type": "chat", "data": 201}))
+        .await;
+    assert_eq!(s.expect("error").await["code"], "rate_limited");
+    assert_eq!(
+        s.emit_ack("user-update", json!({"displayName": "Still here"}), 11)
+            .await["ok"],
+        true
+    );
 }

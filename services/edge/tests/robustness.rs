@@ -28,6 +28,7 @@ macro_rules! both_modes {
 }
 
 both_modes!(
+    silent_clients_are_dropped,
     protocol_violations_close_only_the_offending_socket,
     bad_events_are_refused_and_the_socket_stays,
     slow_consumer_does_not_slow_the_room,
@@ -73,6 +74,47 @@ async fn next_skipping_membership(s: &mut SioClient, name: &str) -> Value {
             other => panic!("expected {name}, got {other:?}"),
         }
     }
+}
+
+/// Short Engine.IO timers, so that the deadlines pass in well under a second.
+fn quick_timers() -> SocketSettings {
+    SocketSettings {
+        ping_interval: Duration::from_millis(150),
+        ping_timeout: Duration::from_millis(150),
+        connect_timeout: Duration::from_millis(400),
+        ..SocketSettings::default()
+    }
+}
+
+async fn silent_clients_are_dropped(mode: Mode) {
+    let c = Cluster::start_with(mode, quick_timers()).await;
+    let (cookie, code) = c.session_with_room(0).await;
+    // The open packet announces the timers the edge enforces.
+    let mut s = SioClient::open(c.edge(0), "", &[]).await.unwrap();
+    assert_eq!(
+        (
+            s.open["pingInterval"].as_u64(),
+            s.open["pingTimeout"].as_u64()
+        ),
+        (Some(150), Some(150))
+    );
+    assert_eq!(s.open["maxPayload"].as_u64(), Some(64 * 1024));
+    // A socket that never connects to a namespace is closed at the connect deadline.
+    let (_, close) = s.until_closed_ignoring_pings().await;
+    assert_eq!(close, Some(1000));
+    // A member that stops answering pings is closed after interval + timeout, and leaves.
+    let (mut listener, _) = member(&c, 1, &code).await;
+    let (mut mute, mute_id) = member_with(&c, 0, &cookie, &code, None).await;
+    assert_eq!(listener.expect("USER_CONNECT").await["userId"], mute_id);
+    // The listener reads (and so answers pings) all the while, and is still there to hear
+    // the leave.
+    let ((pings, close), gone) = tokio::join!(
+        mute.until_closed_ignoring_pings(),
+        listener.expect("USER_DISCONNECT")
+    );
+    assert!(pings >= 1, "the edge pinged before giving up");
+    assert_eq!(close, Some(1000));
+    assert_eq!(gone["userId"], mute_id);
 }
 
 /// A frame to send: text (`Ok`) or binary (`Err`).

@@ -202,6 +202,23 @@ impl SioClient {
         }
     }
 
+    /// Reads frames WITHOUT answering pings until the server closes the socket; returns
+    /// the pings seen and the close code.
+    pub async fn until_closed_ignoring_pings(&mut self) -> (usize, Option<u16>) {
+        let mut pings = 0;
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time");
+            match msg {
+                Some(Ok(Message::Text(t))) if t.as_str() == "2" => pings += 1,
+                Some(Ok(Message::Close(c))) => return (pings, c.map(|c| c.code.into())),
+                None | Some(Err(_)) => return (pings, None),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
