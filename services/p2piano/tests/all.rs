@@ -6,23 +6,18 @@ mod support;
 
 use std::process::Stdio;
 
-use support::{http, lines, p2piano, port_of, sigterm, wait_for_line};
+use support::{Guard, http, lines, p2piano, port_of, sigterm, wait_for_line};
 
-fn start(
-    env: &[(&str, &str)],
-) -> (
-    std::process::Child,
-    std::sync::mpsc::Receiver<String>,
-    u16,
-    String,
-) {
-    let mut child = p2piano(&["all"], env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = lines(child.stdout.take().unwrap());
-    let _ = lines(child.stderr.take().unwrap());
+fn start(env: &[(&str, &str)]) -> (Guard, std::sync::mpsc::Receiver<String>, u16, String) {
+    let mut child = Guard(
+        p2piano(&["all"], env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let logs = lines(child.0.stdout.take().unwrap());
+    let _ = lines(child.0.stderr.take().unwrap());
     let first = logs
         .recv_timeout(std::time::Duration::from_secs(30))
         .expect("a first log line");
@@ -80,9 +75,9 @@ fn embedded_mode_needs_nothing_and_says_so() {
             .contains("content-type: text/html"),
         "{head}"
     );
-    sigterm(&child);
+    sigterm(&child.0);
     wait_for_line(&logs, "edge stopped");
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
 }
 
 #[test]
@@ -118,7 +113,7 @@ fn with_nats_and_mongo_it_runs_on_them() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    sigterm(&child);
+    sigterm(&child.0);
     wait_for_line(&logs, "edge stopped");
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
 }

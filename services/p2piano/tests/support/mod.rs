@@ -100,3 +100,16 @@ pub fn port_of(line: &str) -> u16 {
         .parse()
         .unwrap_or_else(|_| panic!("no port in {line:?}"))
 }
+
+/// A child process that is killed when the test ends, even by a panic, so that a failed
+/// test leaves nothing running.
+pub struct Guard(pub std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
