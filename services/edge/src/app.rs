@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use axum::serve::ListenerExt;
 use futures::future::BoxFuture;
 use p2piano_bus::{Bus, BusError};
 use p2piano_config::Config;
@@ -184,8 +185,15 @@ impl Application {
         );
         let http_stop = CancellationToken::new();
         let serve_stop = http_stop.clone();
+        // Notes are small frames written one at a time: with Nagle's algorithm on, each
+        // waits for the previous one's ACK (which the client may delay by up to 40 ms).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "TCP_NODELAY not set");
+            }
+        });
         let server = axum::serve(
-            self.listener,
+            listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )

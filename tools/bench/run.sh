@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# `make bench`: measures p2piano against the speed-of-light reference server on this
+# machine, in one run, and writes BENCHMARKS.md (tables, ratios) and the latency plot.
+#
+# Three targets, each started here on loopback and stopped at the end:
+#   reference  `loadgen reference-server` (same protocol, no validation/bus/sessions)
+#   all        `p2piano all` (in-process bus, memory stores)
+#   split      tools/cluster/up.sh: nats-server, the MongoDB-wire server, rooms, presence
+#              and two edges; every room has players on both edges, so every note crosses
+#              NATS.
+# Scenarios (tools/loadgen): a fan-out load sweep, idle sockets, a join storm, and (split
+# only, last, since it takes an edge down) a drain with reconnects.
+#
+# Settings (environment): BENCH_DIR (target/bench), BENCH_SECS (fan-out run length, 5),
+# BENCH_ROOMS (the sweep's room counts, "10 40 80 160 240"), BENCH_IDLE (idle sockets, 15000),
+# BENCH_JOINS (join-storm size, 1000), BENCH_RECONNECT (reconnect sockets, 2000).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+BENCH_DIR=${BENCH_DIR:-target/bench}
+SECS=${BENCH_SECS:-5}
+ROOMS=${BENCH_ROOMS:-10 40 80 160 240}
+IDLE=${BENCH_IDLE:-15000}
+JOINS=${BENCH_JOINS:-1000}
+RECONNECT=${BENCH_RECONNECT:-2000}
+RESULTS="$BENCH_DIR/results.jsonl"
+LG=target/release/loadgen
+BIN=target/release/p2piano
+REF_PORT=3950
+ALL_PORT=3951
+CLUSTER_DIR="$BENCH_DIR/cluster"
+export RUN_DIR="$CLUSTER_DIR" NATS_PORT=4350 MONGO_PORT=27350 EDGE1_PORT=3952 EDGE2_PORT=3953 \
+    ROOMS_ADMIN=127.0.0.1:9351 PRESENCE_ADMIN=127.0.0.1:9352 P2PIANO_BIN="$BIN"
+export RUST_LOG=${RUST_LOG:-warn}
+
+mkdir -p "$BENCH_DIR/logs"
+rm -f "$RESULTS"
+started=()
+
+cleanup() {
+    for pid in "${started[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    tools/cluster/down.sh >/dev/null 2>&1 || true
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# Waits until a URL answers (30 s).
+wait_url() {
+    for _ in $(seq 300); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "bench: $1 did not answer within 30 s" >&2
+    exit 1
+}
+
+echo "== building (release)"
+cargo build --release -p p2piano -p loadgen
+
+# The machine, for the report.
+{
+    printf '{"machine":{"cpu":"%s","cores":%s,"mem_gib":%s,"kernel":"%s","rustc":"%s","date":"%s","commit":"%s","nofile":"%s"}}\n' \
+        "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')" \
+        "$(nproc)" \
+        "$(awk '/MemTotal/ {printf "%.1f", $2/1048576}' /proc/meminfo)" \
+        "$(uname -r)" \
+        "$(rustc --version)" \
+        "$(date -u +%Y-%m-%dT%H:%MZ)" \
+        "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+        "$(ulimit -n)"
+} >> "$RESULTS"
+
+echo "== starting the reference server, p2piano all, and the split deployment"
+"$LG" reference-server --port "$REF_PORT" > "$BENCH_DIR/logs/reference.log" 2>&1 &
+REF_PID=$!
+started+=("$REF_PID")
+PORT=$ALL_PORT P2PIANO_COOKIE_SECURE=false "$BIN" all > "$BENCH_DIR/logs/all.log" 2>&1 &
+ALL_PID=$!
+started+=("$ALL_PID")
+tools/cluster/down.sh >/dev/null 2>&1 || true
+rm -rf "$CLUSTER_DIR/nats" "$CLUSTER_DIR/mongo"
+tools/cluster/up.sh > "$BENCH_DIR/logs/up.log"
+wait_url "http://127.0.0.1:$REF_PORT/health"
+wait_url "http://127.0.0.1:$ALL_PORT/health"
+E1=$(cat "$CLUSTER_DIR/pids/edge-1.pid")
+E2=$(cat "$CLUSTER_DIR/pids/edge-2.pid")
+NATS=$(cat "$CLUSTER_DIR/pids/nats.pid")
+
+# target label -> loadgen options
+declare -A TARGET PIDS CPU_PIDS
+TARGET[reference]="http://127.0.0.1:$REF_PORT"
+TARGET[all]="http://127.0.0.1:$ALL_PORT"
+TARGET[split]="http://127.0.0.1:$EDGE1_PORT,http://127.0.0.1:$EDGE2_PORT"
+# Memory is per edge process; CPU counts everything a delivery goes through (for the
+# split deployment: both edges and nats-server).
+PIDS[reference]=$REF_PID
+PIDS[all]=$ALL_PID
+PIDS[split]="$E1,$E2"
+CPU_PIDS[reference]=$REF_PID
+CPU_PIDS[all]=$ALL_PID
+CPU_PIDS[split]="$E1,$E2,$NATS"
+
+run() {
+    local label=$1; shift
+    echo "-- $label: loadgen $*"
+    "$LG" "$@" --label "$label" --json "$RESULTS" --timeout 240 | sed 's/^/   /'
+}
+
+echo "== fan-out sweep: 4 players per room, 50 notes/s each, $SECS s per point"
+for rooms in $ROOMS; do
+    for t in reference all split; do
+        run "$t" fanout --rooms "$rooms" --users 4 --rate 50 --duration "$SECS" \
+            --targets "${TARGET[$t]}" --server-pid "${CPU_PIDS[$t]}"
+    done
+done
+
+echo "== idle: $IDLE sockets, 4 per room"
+for t in reference all split; do
+    run "$t" idle --conns "$IDLE" --per-room 4 --hold 2 \
+        --targets "${TARGET[$t]}" --server-pid "${PIDS[$t]}"
+done
+
+echo "== join storm: $JOINS players at 200/s"
+for t in reference all split; do
+    run "$t" join-storm --rate 200 --total "$JOINS" --per-room 4 \
+        --targets "${TARGET[$t]}" --server-pid "${PIDS[$t]}"
+done
+
+echo "== reconnect: $RECONNECT sockets over two edges, SIGTERM (drain) of edge-1"
+run split reconnect --conns "$RECONNECT" --per-room 4 --victim 0 --victim-pid "$E1" \
+    --signal term --duration 30 --observe 7 --targets "${TARGET[split]}"
+
+echo "== writing BENCHMARKS.md and docs/bench-latency.png"
+"$LG" bench-report --results "$RESULTS" --markdown BENCHMARKS.md --plot docs/bench-latency.png
+echo "done: results in $RESULTS"
