@@ -104,7 +104,12 @@ impl Application {
         Subjects::check_edge_id(&id).map_err(|e| AppError::Config(e.to_string()))?;
         let registry = Metrics::new("p2piano");
         let metrics = EdgeMetrics::new(&registry);
-        let rpc = Rpc::new(bus.clone(), subjects.clone(), config.request_timeout());
+        let rpc = Rpc::new(
+            bus.clone(),
+            subjects.clone(),
+            config.request_timeout(),
+            metrics.clone(),
+        );
         let secret = config
             .cookie_secret
             .clone()

@@ -36,6 +36,18 @@ pub const CLIENT_RELAY_EVENTS: [&str; 8] = [
     "AUTOMERGE_PROTOCOL",
 ];
 
+/// A membership event as one dialect writes it, shared by all local recipients of that
+/// dialect.
+#[derive(Clone, Debug)]
+pub struct MembersFrame {
+    /// The event name, e.g. `USER_CONNECT` (a fixed set, so usable as a metric label).
+    pub name: &'static str,
+    /// The encoded frame.
+    pub frame: Utf8Bytes,
+    /// The user who must not get it: the joiner or leaver themselves.
+    pub exclude: Option<UserId>,
+}
+
 impl Dialect {
     /// The namespace of the dialect.
     pub fn namespace(self) -> &'static str {
@@ -60,9 +72,10 @@ impl Dialect {
         Utf8Bytes::from(sio::encode_event(self.namespace(), name, &args))
     }
 
-    /// The frame for a membership event, and the user who must not get it (the joiner
-    /// gets its own welcome instead). `None` when this dialect has no such event.
-    pub fn members_frame(self, e: &MembersEvent) -> Option<(Utf8Bytes, Option<UserId>)> {
+    /// The frame for a membership event with its event name (for the metrics), and the user
+    /// who must not get it (the joiner gets its own welcome instead). `None` when this
+    /// dialect has no such event.
+    pub fn members_frame(self, e: &MembersEvent) -> Option<MembersFrame> {
         let user = e.user_id.clone();
         match self {
             Dialect::Client => {
@@ -77,7 +90,11 @@ impl Dialect {
                 let exclude = (e.kind != MembersEventKind::Updated)
                     .then_some(user)
                     .flatten();
-                Some((self.event(name, Some(&payload)), exclude))
+                Some(MembersFrame {
+                    name,
+                    frame: self.event(name, Some(&payload)),
+                    exclude,
+                })
             }
             Dialect::Service => {
                 let room = serde_json::to_value(e.room.to_view()).ok()?;
@@ -95,37 +112,43 @@ impl Dialect {
                 let exclude = matches!(e.kind, MembersEventKind::Joined | MembersEventKind::Left)
                     .then_some(user)
                     .flatten();
-                Some((self.event(name, Some(&payload)), exclude))
+                Some(MembersFrame {
+                    name,
+                    frame: self.event(name, Some(&payload)),
+                    exclude,
+                })
             }
         }
     }
 
-    /// The frame for a relayed event; `None` when this dialect cannot receive it (a
-    /// service-dialect `peer-message` type the web client does not know).
-    pub fn relay_frame(self, r: &Relay) -> Option<Utf8Bytes> {
+    /// The frame for a relayed event with its event name (for the metrics); `None` when
+    /// this dialect cannot receive it (a service-dialect `peer-message` type the web client
+    /// does not know).
+    pub fn relay_frame(self, r: &Relay) -> Option<(&'static str, Utf8Bytes)> {
         match (self, r.kind) {
             (Dialect::Client, RelayKind::Event) => {
-                if !CLIENT_RELAY_EVENTS.contains(&r.event.as_str()) {
-                    return None;
-                }
+                let name = CLIENT_RELAY_EVENTS
+                    .iter()
+                    .find(|known| **known == r.event)
+                    .copied()?;
                 let mut payload = match &r.data {
                     Value::Object(m) => m.clone(),
                     _ => return None,
                 };
                 payload.insert("userId".to_owned(), Value::String(r.from.to_string()));
-                Some(self.event(&r.event, Some(&Value::Object(payload))))
+                Some((name, self.event(name, Some(&Value::Object(payload)))))
             }
             (Dialect::Client, RelayKind::Signal) => {
                 let payload = json!({"signalData": r.data, "userId": r.from});
-                Some(self.event("SIGNAL", Some(&payload)))
+                Some(("SIGNAL", self.event("SIGNAL", Some(&payload))))
             }
             (Dialect::Service, RelayKind::Event) => {
                 let payload = json!({"from": r.from, "type": r.event, "data": r.data});
-                Some(self.event("peer-message", Some(&payload)))
+                Some(("peer-message", self.event("peer-message", Some(&payload))))
             }
             (Dialect::Service, RelayKind::Signal) => {
                 let payload = json!({"from": r.from, "signal": r.data});
-                Some(self.event("webrtc-signal", Some(&payload)))
+                Some(("webrtc-signal", self.event("webrtc-signal", Some(&payload))))
             }
         }
     }

@@ -8,17 +8,14 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
-use p2piano_bus::{Bus, BusError, Subscription};
+use p2piano_bus::{Bus, BusError, Message, Subscription};
 use p2piano_protocol::relay::Relay;
 use p2piano_protocol::{MembersEvent, Room, RoomCode, Subjects, UserId};
 use tokio_util::sync::CancellationToken;
 
-use crate::dialect::Dialect;
+use crate::dialect::{Dialect, MembersFrame};
 use crate::metrics::EdgeMetrics;
 use crate::socket::outbox::{Frame, Offer, Outbox};
-
-/// A membership frame and the user who must not get it (see [`Dialect::members_frame`]).
-type MembersFrame = (Utf8Bytes, Option<UserId>);
 
 /// A local socket that is in a room.
 #[derive(Clone, Debug)]
@@ -90,11 +87,12 @@ impl LocalRoom {
         self.lock().members.push(member);
     }
 
-    /// Delivers a relay to its local targets. Returns how many frames were queued.
-    pub fn deliver_relay(&self, relay: &Relay, metrics: &EdgeMetrics) -> usize {
+    /// Delivers a relay to its local targets, counting the frames queued by event name.
+    /// Returns how many frames were queued.
+    pub fn deliver_relay(&self, relay: &Relay, metrics: &EdgeMetrics) -> u64 {
         let inner = self.lock();
-        let mut frames: [Option<Option<Utf8Bytes>>; 2] = [None, None];
-        let mut queued = 0;
+        let mut frames: [Option<Option<(&'static str, Utf8Bytes)>>; 2] = [None, None];
+        let mut queued = [0u64; 2];
         for m in &inner.members {
             let targeted = match &relay.to {
                 Some(to) => to.contains(&m.user_id),
@@ -104,22 +102,23 @@ impl LocalRoom {
                 continue;
             }
             let slot = &mut frames[m.dialect as usize];
-            let Some(frame) = slot.get_or_insert_with(|| m.dialect.relay_frame(relay)) else {
+            let Some((_, frame)) = slot.get_or_insert_with(|| m.dialect.relay_frame(relay)) else {
                 continue;
             };
             match m.outbox.offer(Frame::Text(frame.clone())) {
-                Offer::Queued => queued += 1,
+                Offer::Queued => queued[m.dialect as usize] += 1,
                 Offer::Dropped => {
                     metrics.dropped.inc();
                 }
                 Offer::Closed => {}
             }
         }
-        queued
+        count_delivered(&frames, queued, |(name, _)| name, metrics)
     }
 
-    /// Applies a membership event and tells the local sockets.
-    pub fn deliver_members(&self, event: &MembersEvent, metrics: &EdgeMetrics) {
+    /// Applies a membership event and tells the local sockets, counting the frames queued
+    /// by event name. Returns how many frames were queued.
+    pub fn deliver_members(&self, event: &MembersEvent, metrics: &EdgeMetrics) -> u64 {
         let mut inner = self.lock();
         // Every event describes one change and is delivered; the record kept is the newest
         // (events of concurrent changes, or a join reply, may arrive out of order).
@@ -131,20 +130,41 @@ impl LocalRoom {
             inner.snapshot = Some(event.room.clone());
         }
         let mut frames: [Option<Option<MembersFrame>>; 2] = [None, None];
+        let mut queued = [0u64; 2];
         for m in &inner.members {
             let slot = &mut frames[m.dialect as usize];
-            let Some((frame, exclude)) = slot.get_or_insert_with(|| m.dialect.members_frame(event))
-            else {
+            let Some(out) = slot.get_or_insert_with(|| m.dialect.members_frame(event)) else {
                 continue;
             };
-            if exclude.as_ref() == Some(&m.user_id) {
+            if out.exclude.as_ref() == Some(&m.user_id) {
                 continue;
             }
-            if m.outbox.offer(Frame::Text(frame.clone())) == Offer::Dropped {
-                metrics.dropped.inc();
+            match m.outbox.offer(Frame::Text(out.frame.clone())) {
+                Offer::Queued => queued[m.dialect as usize] += 1,
+                Offer::Dropped => {
+                    metrics.dropped.inc();
+                }
+                Offer::Closed => {}
             }
         }
+        count_delivered(&frames, queued, |out| out.name, metrics)
     }
+}
+
+/// Adds the frames queued per dialect to the delivered counter under each dialect's event
+/// name (the same event has a different name in each dialect); returns their sum.
+fn count_delivered<F>(
+    frames: &[Option<Option<F>>; 2],
+    queued: [u64; 2],
+    name: impl Fn(&F) -> &'static str,
+    metrics: &EdgeMetrics,
+) -> u64 {
+    for (frame, n) in frames.iter().zip(queued) {
+        if let Some(Some(frame)) = frame {
+            metrics.delivered(name(frame), n);
+        }
+    }
+    queued.iter().sum()
 }
 
 struct Slot {
@@ -239,6 +259,11 @@ impl Registry {
 }
 
 /// Reads one room's subscription until stopped.
+///
+/// Each message is delivered in an `edge.deliver` span joined to the trace of the event that
+/// caused it (the sender's `edge.event` for a relay, rooms' `rooms.rpc` for a membership
+/// change), so that a trace follows an event to every edge that delivers it. The span is a
+/// [`p2piano_telemetry::TRACE_TARGET`] span: without export it is never created.
 async fn run_room(
     room: Arc<LocalRoom>,
     mut sub: Subscription,
@@ -254,22 +279,43 @@ async fn run_room(
                 None => break,
             },
         };
-        if msg.subject == members_subject {
-            match serde_json::from_slice::<MembersEvent>(&msg.payload) {
-                Ok(e) => room.deliver_members(&e, &metrics),
-                Err(e) => {
-                    tracing::warn!(error = %e, code = %room.code, "unreadable membership event")
-                }
-            }
-        } else {
-            match serde_json::from_slice::<Relay>(&msg.payload) {
-                Ok(r) => {
-                    let n = room.deliver_relay(&r, &metrics);
-                    metrics.delivered.inc_by(n as u64);
-                }
-                Err(e) => tracing::warn!(error = %e, code = %room.code, "unreadable relay"),
-            }
-        }
+        deliver(&room, &msg, msg.subject == members_subject, &metrics);
     }
     let _ = sub.unsubscribe().await;
+}
+
+/// Delivers one message of a room's subscription (a membership event when `members`, else
+/// a relay) in its `edge.deliver` span.
+fn deliver(room: &LocalRoom, msg: &Message, members: bool, metrics: &EdgeMetrics) {
+    let span = tracing::info_span!(
+        target: p2piano_telemetry::TRACE_TARGET,
+        parent: None,
+        "edge.deliver",
+        otel.kind = "consumer",
+        code = %room.code,
+        kind = if members { "members" } else { "relay" },
+        event = tracing::field::Empty,
+        delivered = tracing::field::Empty,
+    );
+    p2piano_telemetry::set_parent_from(&span, &msg.headers);
+    let _entered = span.enter();
+    if members {
+        match serde_json::from_slice::<MembersEvent>(&msg.payload) {
+            Ok(e) => {
+                span.record("event", tracing::field::debug(e.kind));
+                span.record("delivered", room.deliver_members(&e, metrics));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, code = %room.code, "unreadable membership event")
+            }
+        }
+    } else {
+        match serde_json::from_slice::<Relay>(&msg.payload) {
+            Ok(r) => {
+                span.record("event", r.event.as_str());
+                span.record("delivered", room.deliver_relay(&r, metrics));
+            }
+            Err(e) => tracing::warn!(error = %e, code = %room.code, "unreadable relay"),
+        }
+    }
 }

@@ -1,16 +1,29 @@
 //! Prometheus series of the edge.
 
+use std::time::Duration;
+
 use p2piano_telemetry::Metrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
-/// Label of per-event counters.
+/// Label of per-event counters. A `&'static str` from a fixed set of names (never a name as
+/// a client sent it), so that the series stay bounded and counting allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabel {
-    /// Event name as the client sent it (unknown names are counted as `unknown`).
-    pub event: String,
+    /// Event name (see [`crate::events::known_event`] for received events).
+    pub event: &'static str,
+}
+
+/// Labels of the bus request latency: which service and which of its operations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `rooms` or `presence`.
+    pub service: &'static str,
+    /// The operation, e.g. `join` or `session_get`.
+    pub op: &'static str,
 }
 
 /// The edge's metrics. Cloning shares the series.
@@ -22,8 +35,9 @@ pub struct EdgeMetrics {
     pub rooms: Gauge,
     /// `p2piano_edge_events_in_total{event}`: client events received.
     pub events_in: Family<EventLabel, Counter>,
-    /// `p2piano_edge_delivered_total`: relayed frames queued to local sockets.
-    pub delivered: Counter,
+    /// `p2piano_edge_delivered_total{event}`: other members' events (relays and membership
+    /// changes) queued to local sockets, by the event name the socket receives.
+    pub delivered: Family<EventLabel, Counter>,
     /// `p2piano_edge_dropped_total`: relayed frames dropped for slow consumers.
     pub dropped: Counter,
     /// `p2piano_edge_rate_limited_total`: client events refused by a rate limit.
@@ -32,6 +46,9 @@ pub struct EdgeMetrics {
     pub rejected: Counter,
     /// `p2piano_edge_http_rate_limited_total`: HTTP requests answered 429.
     pub http_rate_limited: Counter,
+    /// `p2piano_edge_bus_request_duration_seconds{service,op}`: time from sending a request
+    /// to rooms or presence until its reply (or failure), as the edge waits for it.
+    pub bus_request_duration: Family<RequestLabels, Histogram>,
 }
 
 impl EdgeMetrics {
@@ -41,11 +58,14 @@ impl EdgeMetrics {
             connections: Gauge::default(),
             rooms: Gauge::default(),
             events_in: Family::default(),
-            delivered: Counter::default(),
+            delivered: Family::default(),
             dropped: Counter::default(),
             rate_limited: Counter::default(),
             rejected: Counter::default(),
             http_rate_limited: Counter::default(),
+            bus_request_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+            }),
         };
         registry.register(
             "edge_connections",
@@ -60,7 +80,7 @@ impl EdgeMetrics {
         );
         registry.register(
             "edge_delivered",
-            "Relayed frames queued to local sockets",
+            "Events queued to local sockets",
             m.delivered.clone(),
         );
         registry.register(
@@ -83,15 +103,74 @@ impl EdgeMetrics {
             "HTTP requests answered 429",
             m.http_rate_limited.clone(),
         );
+        registry.register(
+            "edge_bus_request_duration_seconds",
+            "Time until rooms or presence answered a request",
+            m.bus_request_duration.clone(),
+        );
         m
     }
 
-    /// Counts one received event.
+    /// Counts one received event, under its name if it is a known one.
     pub fn event_in(&self, name: &str) {
         self.events_in
             .get_or_create(&EventLabel {
-                event: name.to_owned(),
+                event: crate::events::known_event(name),
             })
             .inc();
+    }
+
+    /// Counts `n` frames of event `event` queued to local sockets.
+    pub fn delivered(&self, event: &'static str, n: u64) {
+        if n > 0 {
+            self.delivered
+                .get_or_create(&EventLabel { event })
+                .inc_by(n);
+        }
+    }
+
+    /// Records how long a request to `service` took.
+    pub fn bus_request(&self, service: &'static str, op: &'static str, took: Duration) {
+        self.bus_request_duration
+            .get_or_create(&RequestLabels { service, op })
+            .observe(took.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_event_names_share_one_series() {
+        let registry = Metrics::new("p2piano");
+        let m = EdgeMetrics::new(&registry);
+        m.event_in("KEY_DOWN");
+        m.event_in("made-up-1");
+        m.event_in("made-up-2");
+        m.delivered("KEY_DOWN", 2);
+        m.delivered("USER_CONNECT", 0);
+        m.bus_request("rooms", "join", Duration::from_millis(3));
+        let text = registry.render();
+        assert!(
+            text.contains("p2piano_edge_events_in_total{event=\"KEY_DOWN\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("p2piano_edge_events_in_total{event=\"unknown\"} 2"),
+            "{text}"
+        );
+        assert!(!text.contains("made-up"), "{text}");
+        assert!(
+            text.contains("p2piano_edge_delivered_total{event=\"KEY_DOWN\"} 2"),
+            "{text}"
+        );
+        assert!(!text.contains("USER_CONNECT"), "{text}");
+        assert!(
+            text.contains(
+                "p2piano_edge_bus_request_duration_seconds_count{service=\"rooms\",op=\"join\"} 1"
+            ),
+            "{text}"
+        );
     }
 }

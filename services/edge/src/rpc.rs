@@ -4,7 +4,7 @@
 //! timeout, NATS down) is reported as `unavailable`, which HTTP turns into 503 and sockets
 //! into an error event, never a hang.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use p2piano_bus::{Bus, Headers};
 use p2piano_protocol::presence::{
@@ -21,12 +21,15 @@ use p2piano_protocol::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::metrics::EdgeMetrics;
+
 /// The edge's client of the rooms and presence RPCs.
 #[derive(Clone, Debug)]
 pub struct Rpc {
     bus: Bus,
     subjects: Subjects,
     timeout: Duration,
+    metrics: EdgeMetrics,
 }
 
 fn unavailable(what: &str) -> ErrorBody {
@@ -37,12 +40,14 @@ fn unavailable(what: &str) -> ErrorBody {
 }
 
 impl Rpc {
-    /// A client on `bus` with the given per-request timeout.
-    pub fn new(bus: Bus, subjects: Subjects, timeout: Duration) -> Self {
+    /// A client on `bus` with the given per-request timeout, recording each request's
+    /// round trip in `metrics`.
+    pub fn new(bus: Bus, subjects: Subjects, timeout: Duration, metrics: EdgeMetrics) -> Self {
         Self {
             bus,
             subjects,
             timeout,
+            metrics,
         }
     }
 
@@ -56,31 +61,40 @@ impl Rpc {
         &self.bus
     }
 
-    /// Sends `req` to `subject` and decodes the `{"ok"}`/`{"error"}` reply.
-    #[tracing::instrument(skip_all, fields(subject = %subject))]
-    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    /// Sends `req` as operation `op` of `service` and decodes the `{"ok"}`/`{"error"}`
+    /// reply. The request runs in a client span whose context travels in the request's
+    /// headers, so that the service's span is its child in the same trace; its round trip
+    /// (failures included) goes to the bus request latency.
+    #[tracing::instrument(
+        name = "edge.rpc",
+        skip_all,
+        fields(otel.kind = "client", service = service, op = op)
+    )]
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
-        subject: String,
         service: &'static str,
+        op: &'static str,
+        subject: String,
         req: &Req,
     ) -> Result<Resp, ErrorBody> {
         let body = serde_json::to_vec(req)
             .map_err(|e| ErrorBody::new(ErrorCode::Invalid, e.to_string()))?;
-        let mut map = std::collections::BTreeMap::new();
-        p2piano_telemetry::inject_context(&mut map);
-        let headers: Headers = map.into_iter().collect();
-        let msg = self
+        let mut headers = Headers::new();
+        p2piano_telemetry::inject_context(&mut headers);
+        let started = Instant::now();
+        let result = self
             .bus
             .request(&subject, headers, body.into(), self.timeout)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, service, "rpc failed");
-                unavailable(service)
-            })?;
+            .await;
+        self.metrics.bus_request(service, op, started.elapsed());
+        let msg = result.map_err(|e| {
+            tracing::warn!(error = %e, service, op, "rpc failed");
+            unavailable(service)
+        })?;
         match serde_json::from_slice::<Reply<Resp>>(&msg.payload) {
             Ok(reply) => reply.into_result(),
             Err(e) => {
-                tracing::warn!(error = %e, service, "unreadable rpc reply");
+                tracing::warn!(error = %e, service, op, "unreadable rpc reply");
                 Err(unavailable(service))
             }
         }
@@ -91,7 +105,8 @@ impl Rpc {
         op: RoomsOp,
         req: &Req,
     ) -> Result<Resp, ErrorBody> {
-        self.call(self.subjects.rooms_rpc(op), "rooms", req).await
+        self.call("rooms", op.as_str(), self.subjects.rooms_rpc(op), req)
+            .await
     }
 
     async fn presence<Req: Serialize, Resp: DeserializeOwned>(
@@ -99,7 +114,7 @@ impl Rpc {
         op: PresenceOp,
         req: &Req,
     ) -> Result<Resp, ErrorBody> {
-        self.call(self.subjects.presence_rpc(op), "presence", req)
+        self.call("presence", op.as_str(), self.subjects.presence_rpc(op), req)
             .await
     }
 

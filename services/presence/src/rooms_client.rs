@@ -35,11 +35,7 @@ impl RoomsClient {
         })
         .map_err(|e| e.to_string())?;
         let mut headers = Headers::new();
-        let mut map = std::collections::BTreeMap::new();
-        p2piano_telemetry::inject_context(&mut map);
-        for (k, v) in map {
-            headers.insert(k, v);
-        }
+        p2piano_telemetry::inject_context(&mut headers);
         let msg = self
             .bus
             .request(

@@ -159,13 +159,8 @@ async fn run(
 async fn handle(presence: Arc<Presence>, msg: Message) {
     let op = presence.subjects.presence_op_of(&msg.subject);
     let op_name = op.map_or("unknown", PresenceOp::as_str);
-    let span = tracing::info_span!("presence.rpc", op = op_name);
-    let headers: std::collections::BTreeMap<String, String> = msg
-        .headers
-        .iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    p2piano_telemetry::set_parent_from(&span, &headers);
+    let span = tracing::info_span!("presence.rpc", otel.kind = "server", op = op_name);
+    p2piano_telemetry::set_parent_from(&span, &msg.headers);
     async {
         let started = Instant::now();
         let Some(reply_to) = msg.reply.as_deref() else {

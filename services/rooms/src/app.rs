@@ -88,6 +88,7 @@ impl Application {
             Subjects::new(&config.subject_prefix).map_err(|e| AppError::Config(e.to_string()))?;
         let metrics = Metrics::new("p2piano");
         let rooms_metrics = RoomsMetrics::new(&metrics);
+        store.report_to(&rooms_metrics);
         let rooms = Rooms::new(store.clone(), clock, config.room_idle());
         let addr: SocketAddr = match config.admin_addr {
             Some(a) => a,

@@ -29,6 +29,9 @@ pub struct RoomsMetrics {
     pub requests: Family<RequestLabels, Counter>,
     /// `p2piano_rooms_request_duration_seconds{op}`: time from receipt to reply, store included.
     pub duration: Family<OpLabel, Histogram>,
+    /// `p2piano_rooms_mongo_duration_seconds{op}`: time of each MongoDB operation (`find`,
+    /// `replace`, ...), so that a slow database can be told apart from a busy service.
+    pub mongo_duration: Family<OpLabel, Histogram>,
     /// `p2piano_rooms_events_published_total`: membership events sent.
     pub events: Counter,
     /// `p2piano_rooms_event_publish_failures_total`: membership events the bus refused.
@@ -45,6 +48,9 @@ impl RoomsMetrics {
             duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 14))
             }),
+            mongo_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+            }),
             events: Counter::default(),
             event_failures: Counter::default(),
             expired: Counter::default(),
@@ -58,6 +64,11 @@ impl RoomsMetrics {
             "rooms_request_duration_seconds",
             "Rooms RPC handling time",
             m.duration.clone(),
+        );
+        registry.register(
+            "rooms_mongo_duration_seconds",
+            "MongoDB operation time",
+            m.mongo_duration.clone(),
         );
         registry.register(
             "rooms_events_published",

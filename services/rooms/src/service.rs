@@ -180,8 +180,13 @@ impl Handler {
     async fn handle(&self, msg: Message) {
         let op = self.subjects.rooms_op_of(&msg.subject);
         let op_name = op.map_or("unknown", RoomsOp::as_str);
-        let span = tracing::info_span!("rooms.rpc", op = op_name, outcome = tracing::field::Empty);
-        p2piano_telemetry::set_parent_from(&span, &headers_map(&msg.headers));
+        let span = tracing::info_span!(
+            "rooms.rpc",
+            otel.kind = "server",
+            op = op_name,
+            outcome = tracing::field::Empty
+        );
+        p2piano_telemetry::set_parent_from(&span, &msg.headers);
         async {
             let started = Instant::now();
             let Some(reply_to) = msg.reply.as_deref() else {
@@ -248,19 +253,10 @@ impl Handler {
     }
 }
 
-fn headers_map(h: &Headers) -> std::collections::BTreeMap<String, String> {
-    h.iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
-/// Headers carrying the current span's trace context.
+/// Headers carrying the current span's trace context, so that the membership event and the
+/// reply continue the caller's trace.
 fn trace_headers() -> Headers {
-    let mut map = std::collections::BTreeMap::new();
-    p2piano_telemetry::inject_context(&mut map);
     let mut headers = Headers::new();
-    for (k, v) in map {
-        headers.insert(k, v);
-    }
+    p2piano_telemetry::inject_context(&mut headers);
     headers
 }

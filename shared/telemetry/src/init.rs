@@ -19,7 +19,9 @@ use crate::{TelemetryError, TelemetryOptions, otlp, propagation, subscriber};
 /// subscriber, changes nothing and returns a guard that does nothing
 /// ([`TelemetryGuard::is_installed`] is false); a bad filter is reported either way.
 pub fn init(opts: TelemetryOptions) -> Result<TelemetryGuard, TelemetryError> {
-    let filter = subscriber::filter(&opts.level)?;
+    // Checked before anything else, so that a bad filter is reported even when telemetry
+    // is installed already.
+    subscriber::filter(&opts.level)?;
     propagation::install_propagator();
     if tracing::dispatcher::has_been_set() {
         return Ok(TelemetryGuard::inactive());
@@ -38,7 +40,7 @@ pub fn init(opts: TelemetryOptions) -> Result<TelemetryGuard, TelemetryError> {
         .map(|provider| provider.tracer(opts.service_name.clone()));
 
     let guard = TelemetryGuard::installed(provider.clone());
-    match subscriber::subscriber(filter, opts.json, tracer).try_init() {
+    match subscriber::subscriber(&opts.level, opts.json, tracer)?.try_init() {
         Ok(()) => {
             if let Some(provider) = provider {
                 opentelemetry::global::set_tracer_provider(provider);

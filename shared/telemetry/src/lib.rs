@@ -31,6 +31,15 @@ pub use propagation::{inject_context, install_propagator, set_parent_from};
 pub use readiness::{AlwaysReady, Readiness};
 pub use serve::serve_admin;
 
+/// Target of spans that exist only for the exported trace, such as the per-message spans of
+/// the edge (`tracing::info_span!(target: p2piano_telemetry::TRACE_TARGET, "edge.deliver")`).
+///
+/// The log output ignores this target, so when OTLP export is off no layer wants such a span
+/// and its callsite is disabled: creating one is a cheap filter check, not an allocation
+/// and a formatted field set per message. The log filter (`P2PIANO_LOG`) still applies to it
+/// like to any other target.
+pub const TRACE_TARGET: &str = "p2piano::trace";
+
 /// Re-exported so that services register metrics with the exact version [`Metrics`]
 /// accepts, without a dependency of their own to keep in step.
 pub use prometheus_client;

@@ -40,7 +40,13 @@ impl<C: HeaderCarrier + ?Sized> Extractor for Extract<'_, C> {
 /// `tracestate` when there is one) into `headers`, so that the receiver continues the
 /// trace. Writes nothing outside a span, or when no OpenTelemetry layer is installed.
 pub fn inject_context(headers: &mut impl HeaderCarrier) {
-    let context = tracing::Span::current().context();
+    let current = tracing::Span::current();
+    if current.is_disabled() {
+        // Outside any span, or inside a trace-only span with export off: nothing to carry,
+        // and this is the common case on hot paths without export.
+        return;
+    }
+    let context = current.context();
     if !context.span().span_context().is_valid() {
         return;
     }
@@ -53,6 +59,10 @@ pub fn inject_context(headers: &mut impl HeaderCarrier) {
 /// sender's trace. Does nothing when the headers carry no valid context. Call it right
 /// after creating the span, before entering it: a started span keeps its parent.
 pub fn set_parent_from(span: &tracing::Span, headers: &impl HeaderCarrier) {
+    if span.is_disabled() || headers.get("traceparent").is_none() {
+        // Nothing to join, or nothing to join with: skip parsing the headers.
+        return;
+    }
     let context: Context = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&Extract(headers))
     });
@@ -73,18 +83,36 @@ mod tests {
 
     use super::*;
 
-    /// The subscriber `init` installs (boxed layers, per-layer filter) still lets the span
+    /// Without an exporter nothing is injected, and joining does nothing.
+    #[test]
+    fn without_export_nothing_is_carried() {
+        install_propagator();
+        let subscriber = crate::subscriber::subscriber("info", false, None).unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            let mut headers = BTreeMap::new();
+            tracing::info_span!("send").in_scope(|| inject_context(&mut headers));
+            tracing::info_span!(target: crate::TRACE_TARGET, "hot")
+                .in_scope(|| inject_context(&mut headers));
+            assert!(headers.is_empty(), "{headers:?}");
+            headers.insert(
+                "traceparent".to_owned(),
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned(),
+            );
+            let hot = tracing::info_span!(target: crate::TRACE_TARGET, "hot");
+            set_parent_from(&hot, &headers);
+            assert!(hot.is_disabled());
+        });
+    }
+
+    /// The subscriber `init` installs (boxed layers, per-layer filters) still lets the span
     /// extension reach the OpenTelemetry layer.
     #[test]
     fn round_trip_through_the_installed_composition() {
         install_propagator();
         let provider = SdkTracerProvider::builder().build();
         for json in [false, true] {
-            let subscriber = crate::subscriber::subscriber(
-                crate::subscriber::filter("info").unwrap(),
-                json,
-                Some(provider.tracer("test")),
-            );
+            let subscriber =
+                crate::subscriber::subscriber("info", json, Some(provider.tracer("test"))).unwrap();
             tracing::subscriber::with_default(subscriber, || {
                 let sender = tracing::info_span!("send");
                 let mut headers = BTreeMap::new();
@@ -96,6 +124,18 @@ mod tests {
                 assert_eq!(
                     receiver.context().span().span_context().trace_id(),
                     sender.context().span().span_context().trace_id()
+                );
+
+                // Trace-only spans (not logged) carry and join context the same way.
+                let hot = tracing::info_span!(target: crate::TRACE_TARGET, parent: None, "hot");
+                let mut carried = BTreeMap::new();
+                hot.in_scope(|| inject_context(&mut carried));
+                let joined =
+                    tracing::info_span!(target: crate::TRACE_TARGET, parent: None, "joined");
+                set_parent_from(&joined, &carried);
+                assert_eq!(
+                    joined.context().span().span_context().trace_id(),
+                    hot.context().span().span_context().trace_id()
                 );
             });
         }

@@ -4,12 +4,9 @@ use std::io::IsTerminal;
 
 use opentelemetry_sdk::trace::SdkTracer;
 use tracing::{Metadata, Subscriber};
-use tracing_subscriber::filter::{EnvFilter, filter_fn};
-use tracing_subscriber::layer::{Layer, Layered, SubscriberExt};
+use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
+use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::registry::Registry;
-
-/// The subscriber below the boxed layers.
-type Base = Layered<EnvFilter, Registry>;
 
 /// Parses a log filter.
 pub(crate) fn filter(level: &str) -> Result<EnvFilter, crate::TelemetryError> {
@@ -31,14 +28,30 @@ fn exportable(metadata: &Metadata<'_>) -> bool {
     })
 }
 
-/// The full subscriber: `filter`, text or JSON output on stdout, and, with a tracer, an
-/// OpenTelemetry layer.
+/// Whether the log output takes spans and events of `metadata`: everything but the
+/// [`crate::TRACE_TARGET`] spans, which exist for the exported trace only. Without an
+/// exporter no layer wants those, so their callsites are disabled and creating one costs a
+/// filter check instead of a span (they are created per message on hot paths).
+fn logged(metadata: &Metadata<'_>) -> bool {
+    metadata.target() != crate::TRACE_TARGET
+}
+
+/// The full subscriber: text or JSON output on stdout and, with a tracer, an OpenTelemetry
+/// layer, each filtered by the log filter `level` (already checked by [`filter`]).
+///
+/// The log filter is applied to each layer rather than globally: a global filter counts as a
+/// layer that wants every span it lets through, so a span that neither output wants (a
+/// [`crate::TRACE_TARGET`] span without an exporter) would still be created.
 pub(crate) fn subscriber(
-    filter: EnvFilter,
+    level: &str,
     json: bool,
     tracer: Option<SdkTracer>,
-) -> impl Subscriber + Send + Sync + for<'a> tracing_subscriber::registry::LookupSpan<'a> {
-    let mut layers: Vec<Box<dyn Layer<Base> + Send + Sync>> = Vec::new();
+) -> Result<
+    impl Subscriber + Send + Sync + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    crate::TelemetryError,
+> {
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
+    let logs = filter(level)?.and(filter_fn(logged));
     let output = tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal());
     layers.push(if json {
         output
@@ -46,19 +59,20 @@ pub(crate) fn subscriber(
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .with_filter(logs)
             .boxed()
     } else {
-        output.boxed()
+        output.with_filter(logs).boxed()
     });
     if let Some(tracer) = tracer {
         layers.push(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
-                .with_filter(filter_fn(exportable))
+                .with_filter(filter(level)?.and(filter_fn(exportable)))
                 .boxed(),
         );
     }
-    tracing_subscriber::registry().with(filter).with(layers)
+    Ok(tracing_subscriber::registry().with(layers))
 }
 
 #[cfg(test)]
@@ -94,6 +108,27 @@ mod tests {
         assert!(!target_exportable("reqwest::connect"));
         assert!(target_exportable("p2piano_edge::socket"));
         assert!(target_exportable("hyperactive"));
+    }
+
+    /// Trace-only spans cost nothing without an exporter, and are there with one.
+    #[test]
+    fn trace_only_spans_exist_only_for_export() {
+        use opentelemetry::trace::TracerProvider as _;
+
+        for json in [false, true] {
+            let logs_only = subscriber("info", json, None).unwrap();
+            tracing::subscriber::with_default(logs_only, || {
+                let hot = tracing::info_span!(target: crate::TRACE_TARGET, "hot");
+                assert!(hot.is_disabled());
+                assert!(!tracing::info_span!("logged").is_disabled());
+            });
+            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+            let exporting = subscriber("info", json, Some(provider.tracer("test"))).unwrap();
+            tracing::subscriber::with_default(exporting, || {
+                let hot = tracing::info_span!(target: crate::TRACE_TARGET, "hot");
+                assert!(!hot.is_disabled());
+            });
+        }
     }
 
     #[test]

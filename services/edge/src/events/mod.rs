@@ -24,6 +24,38 @@ pub const MAX_PEER_TYPE: usize = 32;
 /// Largest service-dialect peer message payload, serialized.
 pub const MAX_PEER_DATA_BYTES: usize = 32 * 1024;
 
+/// Every event name a client may send, in either dialect. Metrics and spans name events
+/// from this list only (anything else is `unknown`), so that a client sending made-up names
+/// cannot create new series.
+pub const KNOWN_EVENTS: [&str; 15] = [
+    // client dialect (namespace `/api`)
+    "KEY_DOWN",
+    "KEY_UP",
+    "SUSTAIN_DOWN",
+    "SUSTAIN_UP",
+    "METRONOME_TICK",
+    "LATENCY_PING",
+    "LATENCY_PONG",
+    "AUTOMERGE_PROTOCOL",
+    "SIGNAL",
+    "USER_UPDATE",
+    // service dialect (namespace `/`)
+    "join-room",
+    "leave-room",
+    "user-update",
+    "webrtc-signal",
+    "peer-message",
+];
+
+/// `name` as one of [`KNOWN_EVENTS`], or `unknown`.
+pub fn known_event(name: &str) -> &'static str {
+    KNOWN_EVENTS
+        .iter()
+        .find(|known| **known == name)
+        .copied()
+        .unwrap_or("unknown")
+}
+
 /// What a valid event asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
@@ -183,5 +215,21 @@ pub fn opt_instrument(v: Option<&Value>) -> Result<Option<Instrument>, Refusal> 
             .map(Some)
             .map_err(|e| Refusal::invalid(e.to_string())),
         Some(_) => Err(Refusal::invalid("instrument must be a string")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::CLIENT_RELAY_EVENTS;
+
+    #[test]
+    fn event_names_are_bounded() {
+        for relayed in CLIENT_RELAY_EVENTS {
+            assert_eq!(known_event(relayed), relayed);
+        }
+        assert_eq!(known_event("join-room"), "join-room");
+        assert_eq!(known_event("EXPLODE"), "unknown");
+        assert_eq!(known_event(&"x".repeat(1000)), "unknown");
     }
 }

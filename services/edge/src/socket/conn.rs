@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures::StreamExt;
+use p2piano_bus::Headers;
 use p2piano_protocol::presence::{Connect, Disconnect};
 use p2piano_protocol::relay::{Relay, RelayKind};
 use p2piano_protocol::rpc::{JoinRoom, LeaveRoom, UpdateUser};
@@ -19,6 +20,7 @@ use p2piano_protocol::{
 };
 use serde_json::{Value, json};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::dialect::Dialect;
 use crate::edge::{Edge, SocketEntry};
@@ -138,7 +140,7 @@ pub async fn run(edge: Arc<Edge>, socket: WebSocket, handshake: Handshake) {
             break;
         }
     }
-    conn.finish().await;
+    Box::pin(conn.finish()).await;
     edge.unregister(&sid);
     outbox.close(Close {
         code: 1000,
@@ -211,7 +213,8 @@ impl Conn {
     async fn on_packet(&mut self, packet: SioPacket, attachments: Vec<Bytes>) -> Result<(), Fatal> {
         match packet.kind {
             SioKind::Connect => {
-                self.on_connect(packet).await;
+                // Boxed: a connect waits on several RPCs; see `act_control`.
+                Box::pin(self.on_connect(packet)).await;
                 Ok(())
             }
             SioKind::Disconnect => {
@@ -219,7 +222,7 @@ impl Conn {
                     .dialect
                     .is_some_and(|d| d.namespace() == packet.namespace)
                 {
-                    self.leave(true).await;
+                    Box::pin(self.leave(true)).await;
                 }
                 Ok(())
             }
@@ -264,7 +267,27 @@ impl Conn {
             .await;
     }
 
+    /// Handles a namespace connect in an `edge.connect` span, the root of its trace: for the
+    /// web client this is the join, whose RPCs to presence and rooms (and the membership
+    /// event rooms then publishes) carry the span's context.
     async fn on_connect(&mut self, packet: SioPacket) {
+        let dialect = match Dialect::of_namespace(&packet.namespace) {
+            Some(Dialect::Client) => "client",
+            Some(Dialect::Service) => "service",
+            None => "unknown",
+        };
+        let span = tracing::info_span!(
+            target: p2piano_telemetry::TRACE_TARGET,
+            parent: None,
+            "edge.connect",
+            otel.kind = "server",
+            dialect,
+            code = tracing::field::Empty,
+        );
+        self.handle_connect(packet).instrument(span).await
+    }
+
+    async fn handle_connect(&mut self, packet: SioPacket) {
         let ns = packet.namespace.as_str();
         let Some(dialect) = Dialect::of_namespace(ns) else {
             return self.connect_error(ns, "Invalid namespace").await;
@@ -309,6 +332,7 @@ impl Conn {
         else {
             return self.connect_error(ns, "Room not found").await;
         };
+        tracing::Span::current().record("code", code.as_str());
         let display_name = match self.handshake.query.get("displayName").map(|n| n.trim()) {
             None | Some("") => None,
             Some(n) => match DisplayName::parse(n) {
@@ -447,7 +471,31 @@ impl Conn {
         }
     }
 
+    /// Handles one client event in an `edge.event` span, the root of the event's trace: the
+    /// RPCs it makes and the relay it publishes carry the span's context, so that the
+    /// services' spans and the deliveries on every edge join it. Named by the event's known
+    /// name (see [`events::known_event`]), with how it ended as `outcome`.
     async fn on_event(
+        &mut self,
+        dialect: Dialect,
+        name: &str,
+        payload: Option<&Value>,
+        ack: Option<u64>,
+    ) -> Result<(), Fatal> {
+        let span = tracing::info_span!(
+            target: p2piano_telemetry::TRACE_TARGET,
+            parent: None,
+            "edge.event",
+            otel.kind = "server",
+            event = events::known_event(name),
+            outcome = tracing::field::Empty,
+        );
+        self.handle_event(dialect, name, payload, ack)
+            .instrument(span)
+            .await
+    }
+
+    async fn handle_event(
         &mut self,
         dialect: Dialect,
         name: &str,
@@ -466,6 +514,7 @@ impl Conn {
             Ok(a) => a,
             Err(r) => {
                 self.edge.metrics.rejected.inc();
+                outcome(r.code());
                 self.refuse(name, ack, r).await;
                 return Ok(());
             }
@@ -474,6 +523,7 @@ impl Conn {
             Verdict::Allow => {}
             Verdict::Refuse => {
                 self.edge.metrics.rate_limited.inc();
+                outcome("rate_limited");
                 let r = Refusal {
                     status: 429,
                     message: "Rate limit exceeded. Please slow down.".into(),
@@ -481,12 +531,21 @@ impl Conn {
                 self.refuse(name, ack, r).await;
                 return Ok(());
             }
-            Verdict::Disconnect => return Err(Fatal(1008, "rate limits exceeded for too long")),
+            Verdict::Disconnect => {
+                outcome("disconnected");
+                return Err(Fatal(1008, "rate limits exceeded for too long"));
+            }
         }
         match self.act(dialect, name, action, &me).await {
-            Ok(Some(reply)) => self.ack(ack, reply).await,
-            Ok(None) => self.ack(ack, json!({"ok": true})).await,
-            Err(r) => self.refuse(name, ack, r).await,
+            Ok(reply) => {
+                outcome("ok");
+                self.ack(ack, reply.unwrap_or_else(|| json!({"ok": true})))
+                    .await
+            }
+            Err(r) => {
+                outcome(r.code());
+                self.refuse(name, ack, r).await
+            }
         }
         Ok(())
     }
@@ -532,6 +591,25 @@ impl Conn {
                 };
                 self.publish(&room, &relay).await?;
                 Ok(None)
+            }
+            other => Box::pin(self.act_control(dialect, name, other, me)).await,
+        }
+    }
+
+    /// The rarer actions (profile changes, joins, leaves), which wait on RPCs. They run in
+    /// their own boxed future so that the socket task's state, which is sized for its
+    /// largest await, stays small: it lives as long as the socket, these only while they
+    /// run.
+    async fn act_control(
+        &mut self,
+        dialect: Dialect,
+        name: &str,
+        action: Action,
+        me: &UserId,
+    ) -> Result<Option<Value>, Refusal> {
+        match action {
+            Action::Relay { .. } | Action::Signal { .. } => {
+                Err(Refusal::invalid(format!("unexpected event {name}")))
             }
             Action::UpdateUser {
                 display_name,
@@ -606,13 +684,17 @@ impl Conn {
         Ok(members)
     }
 
+    /// Publishes a relay to the room's subject, with the current event's trace context in
+    /// its headers so that every edge's delivery joins the sender's trace.
     async fn publish(&self, room: &LocalRoom, relay: &Relay) -> Result<(), Refusal> {
         let body = Bytes::from(serde_json::to_vec(relay).unwrap_or_default());
         let subject = self.edge.rpc.subjects().room_relay(room.code());
+        let mut headers = Headers::new();
+        p2piano_telemetry::inject_context(&mut headers);
         self.edge
             .rpc
             .bus()
-            .publish(&subject, body)
+            .publish_with_headers(&subject, headers, body)
             .await
             .map_err(|_| Refusal {
                 status: 503,
@@ -649,6 +731,11 @@ impl Conn {
             }
         }
     }
+}
+
+/// Records how the current client event ended on its `edge.event` span.
+fn outcome(outcome: &'static str) {
+    tracing::Span::current().record("outcome", outcome);
 }
 
 fn refusal_of(e: ErrorBody) -> Refusal {

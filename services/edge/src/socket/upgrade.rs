@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -35,6 +35,22 @@ pub fn origin_allowed(origin: &str, headers: &HeaderMap, allowed: &[String]) -> 
     let authority = origin.split_once("://").map(|(_, rest)| rest);
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     matches!((authority, host), (Some(a), Some(h)) if !a.is_empty() && a.eq_ignore_ascii_case(h))
+}
+
+/// The headers a socket keeps for its namespace connects (cookie and authorization),
+/// copied. hyper's header values are slices of the connection's read buffer, so keeping
+/// the request's `HeaderMap` would keep that whole buffer (8–16 KiB) alive for the life of
+/// the socket; the copies cost the bytes of two header values.
+pub fn credentials(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for name in [header::COOKIE, header::AUTHORIZATION] {
+        for value in headers.get_all(&name) {
+            if let Ok(copy) = HeaderValue::from_bytes(value.as_bytes()) {
+                kept.append(name.clone(), copy);
+            }
+        }
+    }
+    kept
 }
 
 /// The upgrade handler.
@@ -70,7 +86,7 @@ pub async fn upgrade(
     };
     let handshake = Handshake {
         query,
-        headers,
+        headers: credentials(&headers),
         ip: addr.ip(),
     };
     let max = edge.settings.max_payload;
@@ -97,5 +113,21 @@ mod tests {
         assert!(!origin_allowed("http://localhost:3002", &headers, &allowed));
         assert!(!origin_allowed("null", &headers, &allowed));
         assert!(!origin_allowed("http://", &HeaderMap::new(), &allowed));
+    }
+
+    #[test]
+    fn sockets_keep_only_their_credentials() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "localhost:3001".parse().unwrap());
+        headers.insert(header::USER_AGENT, "test".parse().unwrap());
+        headers.append(header::COOKIE, "a=1".parse().unwrap());
+        headers.append(header::COOKIE, "sessionId=x".parse().unwrap());
+        headers.insert(header::AUTHORIZATION, "Bearer y".parse().unwrap());
+        let kept = credentials(&headers);
+        assert_eq!(kept.len(), 3);
+        let cookies: Vec<_> = kept.get_all(header::COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1", "sessionId=x"]);
+        assert_eq!(kept[header::AUTHORIZATION], "Bearer y");
+        assert!(kept.get(header::HOST).is_none());
     }
 }

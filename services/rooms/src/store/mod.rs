@@ -16,6 +16,8 @@ pub use mongo::{MongoSettings, MongoStore};
 use async_trait::async_trait;
 use p2piano_protocol::{DisplayName, Instrument, Room, RoomCode, Timestamp, UserId};
 
+use crate::metrics::RoomsMetrics;
+
 /// A room as stored: the bus record plus its expiry deadline.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredRoom {
@@ -76,4 +78,10 @@ pub trait RoomStore: Send + Sync + 'static {
     async fn profile(&self, id: &UserId) -> Result<Option<UserProfile>, StoreError>;
     /// Checks that the store answers, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Reports the time of each database operation in `metrics` from now on, so that the
+    /// database's latency can be watched apart from the request handling around it. A store
+    /// without a database (memory) has nothing to report and ignores it.
+    fn report_to(&self, metrics: &RoomsMetrics) {
+        let _ = metrics;
+    }
 }

@@ -8,7 +8,8 @@
 //! the configured timeout and reports [`StoreError::Unavailable`] when it runs out, so a
 //! dead database turns into a quick `unavailable` reply, not a hung request.
 
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mongodb::bson::{self, doc};
@@ -17,10 +18,13 @@ use mongodb::{Client, Collection, IndexModel};
 use p2piano_protocol::{
     Color, DisplayName, Instrument, Participant, Room, RoomCode, RoomSettings, Timestamp, UserId,
 };
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::{RoomStore, StoreError, StoredRoom, UserProfile};
+use crate::metrics::{OpLabel, RoomsMetrics};
 
 /// Connection settings for [`MongoStore::connect`].
 #[derive(Clone, Debug)]
@@ -44,6 +48,8 @@ pub struct MongoStore {
     db: mongodb::Database,
     timeout: Duration,
     indexes: OnceCell<()>,
+    /// Operation times, once [`RoomStore::report_to`] gave a place for them.
+    latency: OnceLock<Family<OpLabel, Histogram>>,
 }
 
 impl MongoStore {
@@ -78,16 +84,27 @@ impl MongoStore {
             db,
             timeout: settings.timeout,
             indexes: OnceCell::new(),
+            latency: OnceLock::new(),
         })
     }
 
-    /// Runs a driver action within the operation timeout.
+    /// Runs a driver action within the operation timeout, and reports how long it took
+    /// (failures and timeouts included) as operation `what`.
     async fn bounded<T>(
         &self,
         what: &'static str,
         action: impl IntoFuture<Output = Result<T, mongodb::error::Error>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, action.into_future()).await {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.timeout, action.into_future()).await;
+        if let Some(latency) = self.latency.get() {
+            latency
+                .get_or_create(&OpLabel {
+                    op: what.to_owned(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+        }
+        match result {
             Ok(r) => r.map_err(map_error),
             Err(_) => Err(StoreError::Unavailable(format!("{what} timed out"))),
         }
@@ -110,11 +127,11 @@ impl MongoStore {
                     .keys(doc! {"id": 1})
                     .options(unique)
                     .build();
-                self.bounded("create index", self.rooms.create_index(code))
+                self.bounded("create_index", self.rooms.create_index(code))
                     .await?;
-                self.bounded("create index", self.rooms.create_index(ttl))
+                self.bounded("create_index", self.rooms.create_index(ttl))
                     .await?;
-                self.bounded("create index", self.users.create_index(user))
+                self.bounded("create_index", self.users.create_index(user))
                     .await?;
                 Ok(())
             })
@@ -317,7 +334,7 @@ impl RoomStore for MongoStore {
             .users
             .update_one(doc! {"id": profile.id.as_str()}, doc! {"$set": set})
             .upsert(true);
-        self.bounded("upsert profile", update).await.map(|_| ())
+        self.bounded("upsert_profile", update).await.map(|_| ())
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %id))]
@@ -325,7 +342,7 @@ impl RoomStore for MongoStore {
         self.ready().await?;
         let Some(d) = self
             .bounded(
-                "find profile",
+                "find_profile",
                 self.users.find_one(doc! {"id": id.as_str()}),
             )
             .await?
@@ -346,5 +363,10 @@ impl RoomStore for MongoStore {
         self.bounded("ping", self.db.run_command(doc! {"ping": 1}))
             .await?;
         self.ready().await
+    }
+
+    fn report_to(&self, metrics: &RoomsMetrics) {
+        // The first registry wins; a store is built for one service.
+        let _ = self.latency.set(metrics.mongo_duration.clone());
     }
 }
