@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::RoomsMetrics;
 use crate::rooms::Rooms;
 use crate::service::RoomsService;
-use crate::store::{MongoSettings, MongoStore, RoomStore, StoreError};
+use crate::store::{MemoryStore, MongoSettings, MongoStore, RoomStore, StoreError};
 use p2piano_protocol::Clock;
 
 /// Admin address of the rooms service when `P2PIANO_ADMIN_ADDR` is not set.
@@ -73,8 +73,15 @@ impl Application {
     pub async fn build(config: &Config) -> Result<Self, AppError> {
         let nats_url = config.nats_url.as_deref().unwrap_or(DEFAULT_NATS_URL);
         let bus = Bus::connect_nats(nats_url, "p2piano-rooms").await?;
-        let store = connect_mongo(config).await?;
-        Self::build_with(config, bus, Arc::new(store), Clock::system()).await
+        let store: Arc<dyn RoomStore> = if config.room_store == "memory" {
+            tracing::warn!(
+                "rooms are kept in memory (P2PIANO_ROOM_STORE=memory): lost on restart, not shared between replicas"
+            );
+            Arc::new(MemoryStore::new())
+        } else {
+            Arc::new(connect_mongo(config).await?)
+        };
+        Self::build_with(config, bus, store, Clock::system()).await
     }
 
     /// Builds the service on a given bus, store and clock (embedded mode and tests).

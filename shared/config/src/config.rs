@@ -44,6 +44,11 @@ pub struct Config {
     /// several deployments can share one server; see [`Config::mongo_database`].
     #[serde(deserialize_with = "crate::de::optional_text")]
     pub mongo_db: Option<String>,
+    /// `P2PIANO_ROOM_STORE`, default `mongo`: where `p2piano rooms` keeps rooms. `memory`
+    /// keeps them in the process (lost on restart, not shared between replicas): for one
+    /// replica in development and benchmarks, where the database is not what is measured;
+    /// refused in production. (`p2piano all` uses memory whenever `MONGO_URI` is unset.)
+    pub room_store: String,
     /// `P2PIANO_MONGO_TIMEOUT_MS`, default 2000: server selection and per-operation bound,
     /// so that an unreachable database fails requests instead of hanging them.
     pub mongo_timeout_ms: u64,
@@ -68,6 +73,16 @@ pub struct Config {
     pub room_idle_secs: u64,
     /// `P2PIANO_SESSION_TTL_SECS`, default 86400: idle expiry of a session.
     pub session_ttl_secs: u64,
+    /// `P2PIANO_IP_CONNECT_RATE`, default 1000: connection attempts (new sessions and
+    /// Socket.IO upgrades) one client address may make per second on one edge, as a token
+    /// bucket with `ip_connect_burst`; over it, `429` with `Retry-After`. 0 turns it off.
+    /// The default is generous on purpose: behind a proxy or load balancer every client
+    /// shares the proxy's address, and `tools/loadgen` joins thousands of sockets from
+    /// 127.0.0.1..8; an edge facing clients directly can take a much lower value (20).
+    pub ip_connect_rate: u32,
+    /// `P2PIANO_IP_CONNECT_BURST`, default 2000: how many attempts one address may make at
+    /// once before `ip_connect_rate` applies (at least 1 when the limit is on).
+    pub ip_connect_burst: u32,
     /// `P2PIANO_LEAVE_GRACE_MS`, default 5000: how long a dropped connection may take to come
     /// back before its member is announced as left (0 announces at once).
     pub leave_grace_ms: u64,
@@ -106,6 +121,7 @@ impl Default for Config {
             cookie_secret: None,
             cookie_secure: true,
             mongo_uri: None,
+            room_store: "mongo".to_owned(),
             mongo_username: None,
             mongo_password: None,
             mongo_db: None,
@@ -117,6 +133,8 @@ impl Default for Config {
             request_timeout_ms: 5000,
             room_idle_secs: 5400,
             session_ttl_secs: 86400,
+            ip_connect_rate: 1000,
+            ip_connect_burst: 2000,
             leave_grace_ms: 5000,
             heartbeat_ms: 1000,
             edge_timeout_ms: 3000,

@@ -5,7 +5,7 @@ use crate::mongo::has_mongo_scheme;
 use crate::vars::{
     COOKIE_SECRET, CORS_ORIGIN, DRAIN_TIMEOUT_MS, EDGE_ID, EDGE_TIMEOUT_MS, HEARTBEAT_MS,
     KV_REPLICAS, MONGO_DB, MONGO_TIMEOUT_MS, MONGO_URI, NATS_URL, REQUEST_TIMEOUT_MS,
-    ROOM_IDLE_SECS, SESSION_TTL_SECS, SUBJECT_PREFIX,
+    ROOM_IDLE_SECS, ROOM_STORE, SESSION_TTL_SECS, SUBJECT_PREFIX,
 };
 use crate::{Config, ConfigError, Role};
 
@@ -55,8 +55,14 @@ impl Config {
                 Some(_) => {}
             }
         }
+        if role == Role::Rooms && self.room_store == "memory" {
+            problems.push(Problem::new(
+                ROOM_STORE,
+                "must not be memory in production (rooms would be lost on restart and not shared between replicas)",
+            ));
+        }
         let needs_mongo = match role {
-            Role::Rooms => true,
+            Role::Rooms => self.room_store != "memory",
             Role::All => self.nats_url.is_some(),
             Role::Edge | Role::Presence => false,
         };
@@ -127,6 +133,15 @@ impl Config {
             problems.push(Problem::new(
                 MONGO_URI,
                 "must start with mongodb:// or mongodb+srv://",
+            ));
+        }
+        if !matches!(self.room_store.as_str(), "mongo" | "memory") {
+            problems.push(Problem::new(
+                ROOM_STORE,
+                format!(
+                    "{:?} is not a room store (mongo or memory)",
+                    self.room_store
+                ),
             ));
         }
         if let Some(db) = &self.mongo_db

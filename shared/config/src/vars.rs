@@ -58,6 +58,7 @@ pub(crate) const EDGE_TIMEOUT_MS: &str = "P2PIANO_EDGE_TIMEOUT_MS";
 pub(crate) const DRAIN_TIMEOUT_MS: &str = "P2PIANO_DRAIN_TIMEOUT_MS";
 /// Replicas of the presence KV buckets.
 pub(crate) const KV_REPLICAS: &str = "P2PIANO_KV_REPLICAS";
+pub(crate) const ROOM_STORE: &str = "P2PIANO_ROOM_STORE";
 pub(crate) const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 /// Every variable read from the environment.
@@ -72,6 +73,7 @@ pub(crate) const VARS: &[Var] = &[
     var("MONGO_PASSWORD", "mongo_password", Kind::OptionalText),
     var(MONGO_DB, "mongo_db", Kind::OptionalText),
     var(MONGO_TIMEOUT_MS, "mongo_timeout_ms", Kind::Parsed),
+    var(ROOM_STORE, "room_store", Kind::Keyword),
     var(NATS_URL, "nats_url", Kind::OptionalText),
     var(SUBJECT_PREFIX, "subject_prefix", Kind::Text),
     var("P2PIANO_ADMIN_ADDR", "admin_addr", Kind::OptionalText),
@@ -79,6 +81,8 @@ pub(crate) const VARS: &[Var] = &[
     var(REQUEST_TIMEOUT_MS, "request_timeout_ms", Kind::Parsed),
     var(ROOM_IDLE_SECS, "room_idle_secs", Kind::Parsed),
     var(SESSION_TTL_SECS, "session_ttl_secs", Kind::Parsed),
+    var("P2PIANO_IP_CONNECT_RATE", "ip_connect_rate", Kind::Parsed),
+    var("P2PIANO_IP_CONNECT_BURST", "ip_connect_burst", Kind::Parsed),
     var("P2PIANO_LEAVE_GRACE_MS", "leave_grace_ms", Kind::Parsed),
     var(HEARTBEAT_MS, "heartbeat_ms", Kind::Parsed),
     var(EDGE_TIMEOUT_MS, "edge_timeout_ms", Kind::Parsed),

@@ -291,3 +291,13 @@ fn from_figment_accepts_a_partial_figment() {
     assert_eq!(config.log_format, LogFormat::Json);
     assert_eq!(config.subject_prefix, "p2piano");
 }
+
+#[test]
+fn room_store_is_a_keyword() {
+    in_jail(|jail| {
+        jail.clear_env();
+        assert_eq!(expect_load(jail).room_store, "mongo");
+        jail.set_env("P2PIANO_ROOM_STORE", "Memory");
+        assert_eq!(expect_load(jail).room_store, "memory");
+    });
+}

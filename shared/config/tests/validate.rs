@@ -260,3 +260,29 @@ fn production_node_env_is_case_insensitive() {
     assert!(config.is_production());
     assert!(config.validate(Role::Edge).is_err());
 }
+
+#[test]
+fn room_store_is_mongo_or_memory_and_memory_is_refused_in_production() {
+    let memory = |base: Config| Config {
+        room_store: "memory".into(),
+        ..base
+    };
+    // Development: memory needs no MONGO_URI.
+    assert_eq!(
+        variables(memory(Config::default()).validate(Role::Rooms)),
+        Vec::<&str>::new()
+    );
+    // Production: refused for the rooms service, whatever MONGO_URI says.
+    assert_eq!(
+        variables(memory(production()).validate(Role::Rooms)),
+        vec!["P2PIANO_ROOM_STORE"]
+    );
+    let bad = Config {
+        room_store: "redis".into(),
+        ..Config::default()
+    };
+    assert_eq!(
+        variables(bad.validate(Role::Rooms)),
+        vec!["P2PIANO_ROOM_STORE"]
+    );
+}

@@ -261,17 +261,18 @@ pub fn markdown(res: &Results, plot_path: Option<&str>) -> String {
 
     md.push_str("\n### Reconnect after an edge drains\n\n");
     md.push_str(
-        "Sockets spread over the two edges of the split deployment; edge 1 gets SIGTERM, \
-         closes its sockets with 1012 and exits; its clients reconnect to edge 2 with the \
-         same cookie. *Leave/join seen* are `USER_DISCONNECT`/`USER_CONNECT` events received \
-         by anyone after the signal (a return within the grace period should be announced \
-         to nobody).\n\n",
+        "Every socket starts on edge 1 of the split deployment; edge 1 gets SIGTERM, closes \
+         its sockets with 1012 and exits; its clients reconnect to edge 2 with the same \
+         cookie. *Leave/join seen* are `USER_DISCONNECT`/`USER_CONNECT` events received by \
+         anyone after the signal (a return within the grace period should be announced to \
+         nobody).\n\n",
     );
-    md.push_str("| sockets | moved | back | not back | all back after (ms) | back p50 (ms) | back p99 (ms) | leave seen | join seen |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| target | sockets | moved | back | not back | all back after (ms) | back p50 (ms) | back p99 (ms) | leave seen | join seen |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in runs(res, "reconnect") {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.label,
             int(r.r("joined")),
             int(r.r("expected_to_move")),
             int(r.r("back")),

@@ -186,6 +186,10 @@ pub struct ReconnectArgs {
     /// Signal for the victim.
     #[arg(long, value_enum, default_value_t = Signal::Term)]
     pub signal: Signal,
+    /// Put every client on the victim at first (instead of spreading them over the
+    /// targets), so that all of them have to move.
+    #[arg(long)]
+    pub all_on_victim: bool,
     /// Longest wait for every client to be back (seconds).
     #[arg(long, default_value = "30")]
     pub duration: Secs,

@@ -1,6 +1,7 @@
 //! `reconnect --conns N`: clients spread over the edges of `--targets`; one edge is
 //! drained (SIGTERM) or killed (SIGKILL); every client whose socket closes reconnects to
-//! the next edge in the list with the same cookie and room. Reports the time until every
+//! the next edge in the list with the same cookie and room, after socket.io-client's
+//! randomized backoff (0.5–1.5 s, then doubling). Reports the time until every
 //! client is back, and the leave/join events the others saw (a return within the grace
 //! period should be announced to nobody).
 
@@ -21,8 +22,20 @@ use crate::report::{Report, histogram};
 
 /// Time the clients settle between the last join and the signal.
 const SETTLE: Duration = Duration::from_secs(1);
-/// Pause between two failed reconnect attempts.
-const RETRY: Duration = Duration::from_millis(50);
+/// socket.io-client's reconnection defaults: `reconnectionDelay`, `reconnectionDelayMax`
+/// and `randomizationFactor`.
+const BACKOFF_MIN_MS: f64 = 1000.0;
+const BACKOFF_MAX_MS: f64 = 5000.0;
+const BACKOFF_JITTER: f64 = 0.5;
+
+/// The wait before reconnection attempt `attempt` (0 for the first), as socket.io-client
+/// computes it: 1 s doubling per attempt up to 5 s, each spread by ±50 % at random. Real
+/// clients do not all come back at the same instant, and neither do these.
+fn backoff(attempt: u32, random: f64) -> Duration {
+    let base = (BACKOFF_MIN_MS * 2f64.powi(attempt.min(16) as i32)).min(BACKOFF_MAX_MS);
+    let deviation = base * BACKOFF_JITTER * (2.0 * random - 1.0);
+    Duration::from_secs_f64((base + deviation).clamp(0.0, BACKOFF_MAX_MS) / 1000.0)
+}
 
 enum Ev {
     Joined(Result<(), String>),
@@ -100,6 +113,8 @@ struct Shared {
     signal_at: OnceLock<Instant>,
     stop: CancellationToken,
     deadline: Duration,
+    /// Where every client starts (`--all-on-victim`), else spread by index.
+    first_target: Option<usize>,
 }
 
 /// Sends `signal` to `pid` with kill(1).
@@ -131,7 +146,7 @@ async fn client_task(
 ) -> Tally {
     let mut tally = Tally::default();
     let targets = sh.ctx.targets.len();
-    let mut at = seat.index % targets;
+    let mut at = sh.first_target.unwrap_or(seat.index % targets);
     let joined = seat.join_at(&sh.ctx, &sh.ctx.targets[at]).await;
     drop(permit);
     let mut client = match joined {
@@ -172,8 +187,11 @@ async fn client_task(
         let closed_at = Instant::now();
         let _ = tx.send(Ev::Closed(code));
         let give_up = *sh.signal_at.get().unwrap_or(&closed_at) + sh.deadline;
+        let mut attempt = 0;
         client = loop {
             at = (at + 1) % targets;
+            tokio::time::sleep(backoff(attempt, rand::random())).await;
+            attempt += 1;
             if Instant::now() >= give_up || sh.stop.is_cancelled() {
                 let _ = tx.send(Ev::GaveUp("not back in time".into()));
                 return tally;
@@ -191,10 +209,7 @@ async fn client_task(
             );
             match join.await {
                 Ok(c) => break c,
-                Err(_) => {
-                    tally.attempts_failed += 1;
-                    tokio::time::sleep(RETRY).await;
-                }
+                Err(_) => tally.attempts_failed += 1,
             }
         };
         let now = Instant::now();
@@ -224,11 +239,13 @@ pub async fn run(args: &ReconnectArgs) -> Result<Report, String> {
     report.param("per_room", args.per_room);
     report.param("victim", args.victim as u64);
     report.param("signal", format!("{:?}", args.signal).to_lowercase());
+    report.param("all_on_victim", args.all_on_victim);
 
     let (seats, mut failures) = make_seats(&ctx, n, per_room).await;
+    let first_target = args.all_on_victim.then_some(args.victim);
     let expected = seats
         .iter()
-        .filter(|s| s.index % ctx.targets.len() == args.victim)
+        .filter(|s| first_target.unwrap_or(s.index % ctx.targets.len()) == args.victim)
         .count() as u64;
     let sh = Arc::new(Shared {
         ctx: ctx.clone(),
@@ -236,6 +253,7 @@ pub async fn run(args: &ReconnectArgs) -> Result<Report, String> {
         signal_at: OnceLock::new(),
         stop: CancellationToken::new(),
         deadline: args.duration.0,
+        first_target,
     });
     let (tx, mut rx) = mpsc::unbounded_channel::<Ev>();
     let sem = Arc::new(Semaphore::new(ctx.concurrency));
@@ -341,4 +359,20 @@ pub async fn run(args: &ReconnectArgs) -> Result<Report, String> {
     report.set("user_connect_seen", seen.user_connect);
     report.set("exceptions", seen.exceptions);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_socket_io_clients() {
+        assert_eq!(backoff(0, 0.5), Duration::from_secs(1));
+        assert_eq!(backoff(0, 0.0), Duration::from_millis(500));
+        assert_eq!(backoff(1, 0.5), Duration::from_secs(2));
+        assert_eq!(backoff(2, 0.5), Duration::from_secs(4));
+        assert_eq!(backoff(3, 0.5), Duration::from_secs(5));
+        assert_eq!(backoff(3, 1.0), Duration::from_secs(5));
+        assert_eq!(backoff(40, 0.0), Duration::from_millis(2500));
+    }
 }
