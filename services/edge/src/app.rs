@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::serve::ListenerExt;
 use futures::future::BoxFuture;
 use p2piano_bus::{Bus, BusError};
 use p2piano_config::Config;
@@ -16,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::{Edge, SocketSettings};
-use crate::http::{self, CookieSigner, HttpState, SessionAuth};
+use crate::http::{self, CookieSigner, HttpState, IpLimits, SessionAuth};
 use crate::metrics::EdgeMetrics;
 use crate::rpc::Rpc;
 
@@ -72,6 +71,7 @@ pub struct Application {
     router: axum::Router,
     heartbeat: std::time::Duration,
     drain_budget: std::time::Duration,
+    header_read_timeout: std::time::Duration,
 }
 
 impl Application {
@@ -118,7 +118,12 @@ impl Application {
             rpc.clone(),
             CookieSigner::new(secret.as_bytes()),
             config.cookie_secure,
+            Arc::new(IpLimits::new(
+                config.ip_connect_rate,
+                config.ip_connect_burst,
+            )),
         );
+        let header_read_timeout = settings.header_read_timeout;
         let edge = Edge::new(
             id.clone(),
             rpc.clone(),
@@ -158,6 +163,7 @@ impl Application {
             router,
             heartbeat: config.heartbeat(),
             drain_budget: config.drain_timeout(),
+            header_read_timeout,
         })
     }
 
@@ -190,20 +196,13 @@ impl Application {
         );
         let http_stop = CancellationToken::new();
         let serve_stop = http_stop.clone();
-        // Notes are small frames written one at a time: with Nagle's algorithm on, each
-        // waits for the previous one's ACK (which the client may delay by up to 40 ms).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "TCP_NODELAY not set");
-            }
-        });
-        let server = axum::serve(
-            listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { serve_stop.cancelled().await });
-        let server = tokio::spawn(async move { server.await });
+        let server = crate::serve::serve(
+            self.listener,
+            self.router,
+            self.header_read_timeout,
+            serve_stop,
+        );
+        let server = tokio::spawn(server);
         shutdown.cancelled().await;
         tracing::info!("edge draining");
         self.edge.draining.store(true, Ordering::Relaxed);
@@ -211,9 +210,8 @@ impl Application {
         let _ = beats.await;
         self.edge.drain(self.drain_budget).await;
         http_stop.cancel();
-        match server.await {
-            Ok(r) => r?,
-            Err(e) => tracing::warn!(error = %e, "http server task failed"),
+        if let Err(e) = server.await {
+            tracing::warn!(error = %e, "http server task failed");
         }
         tracing::info!("edge stopped");
         Ok(())

@@ -34,6 +34,10 @@ pub struct SocketSettings {
     /// (the slow-consumer policy of DESIGN.md). Tests lower it to reach the policy with
     /// little traffic.
     pub outbox_capacity: usize,
+    /// How long a client may take to send a request's headers (from the connection's
+    /// start, or the end of its previous request) before the connection is closed: the
+    /// slowloris bound. Does not apply to upgraded sockets.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for SocketSettings {
@@ -45,6 +49,7 @@ impl Default for SocketSettings {
             max_payload: 64 * 1024,
             max_attachments: 4,
             outbox_capacity: crate::socket::outbox::OUTBOX_CAPACITY,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }

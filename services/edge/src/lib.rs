@@ -20,6 +20,7 @@ pub mod fanout;
 pub mod http;
 pub mod metrics;
 pub mod rpc;
+pub mod serve;
 pub mod sio;
 pub mod socket;
 

@@ -80,8 +80,8 @@ async fn next_skipping_membership(s: &mut SioClient, name: &str) -> Value {
 fn quick_timers() -> SocketSettings {
     SocketSettings {
         ping_interval: Duration::from_millis(150),
-        ping_timeout: Duration::from_millis(150),
-        connect_timeout: Duration::from_millis(400),
+        ping_timeout: Duration::from_millis(600),
+        connect_timeout: Duration::from_millis(800),
         ..SocketSettings::default()
     }
 }
@@ -96,7 +96,7 @@ async fn silent_clients_are_dropped(mode: Mode) {
             s.open["pingInterval"].as_u64(),
             s.open["pingTimeout"].as_u64()
         ),
-        (Some(150), Some(150))
+        (Some(150), Some(600))
     );
     assert_eq!(s.open["maxPayload"].as_u64(), Some(64 * 1024));
     // A socket that never connects to a namespace is closed at the connect deadline.

@@ -9,6 +9,7 @@
 //! active in the last minute.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -115,9 +116,163 @@ impl HttpLimits {
     }
 }
 
+/// Most client addresses [`IpLimits`] tracks one by one. Past it (an address spray, which
+/// IPv6 makes cheap) the untracked addresses share one bucket, so they are limited together
+/// instead of not at all, and the map stays bounded.
+pub const MAX_TRACKED_ADDRESSES: usize = 100_000;
+
+/// A token bucket: `tokens` as of `at`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct IpTable {
+    /// `None`: the shared bucket of addresses past [`MAX_TRACKED_ADDRESSES`].
+    buckets: HashMap<Option<IpAddr>, Bucket>,
+    since_sweep: u32,
+}
+
+/// Connection attempts per client address (`P2PIANO_IP_CONNECT_RATE` and
+/// `P2PIANO_IP_CONNECT_BURST`): every new session and every Socket.IO upgrade takes a
+/// token from its address's bucket; an empty bucket is answered `429` with `Retry-After`.
+///
+/// The per-session limits above cannot stop a client that drops its cookie: each request
+/// without one makes a new session with a fresh budget (a session-creation flood fills
+/// presence, and it makes room-code guessing free). This bounds both per address.
+/// IPv6 addresses are limited by their /64, which one host usually owns whole. Buckets that
+/// have refilled completely carry no information and are swept every few thousand checks.
+#[derive(Debug)]
+pub struct IpLimits {
+    rate: f64,
+    burst: f64,
+    table: Mutex<IpTable>,
+}
+
+impl IpLimits {
+    /// `rate` attempts per second with bursts of `burst` (at least 1); `rate` 0 turns the
+    /// limit off.
+    pub fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(1)),
+            table: Mutex::new(IpTable::default()),
+        }
+    }
+
+    /// Whether the limit is on.
+    pub fn enabled(&self) -> bool {
+        self.rate > 0.0
+    }
+
+    /// Takes one token for `ip`; `Err(wait)` when its bucket is empty, with the time until
+    /// the next token (for `Retry-After`).
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let key = match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+            },
+        };
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        table.since_sweep += 1;
+        if table.since_sweep >= SWEEP_EVERY || table.buckets.len() >= MAX_TRACKED_ADDRESSES {
+            table.since_sweep = 0;
+            let (rate, burst) = (self.rate, self.burst);
+            table
+                .buckets
+                .retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
+        }
+        let key = if table.buckets.len() < MAX_TRACKED_ADDRESSES
+            || table.buckets.contains_key(&Some(key))
+        {
+            Some(key)
+        } else {
+            None
+        };
+        let b = table.buckets.entry(key).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * self.rate).min(self.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / self.rate))
+        }
+    }
+
+    /// Addresses with a bucket held now.
+    pub fn len(&self) -> usize {
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .buckets
+            .len()
+    }
+
+    /// Whether no bucket is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ip_buckets_allow_a_burst_then_the_rate() {
+        let limits = IpLimits::new(2, 4);
+        for _ in 0..4 {
+            limits.check(ip("10.0.0.1")).unwrap();
+        }
+        let wait = limits.check(ip("10.0.0.1")).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(500));
+        // Other addresses have their own bucket; a /64 is one client.
+        limits.check(ip("10.0.0.2")).unwrap();
+        for i in 0..4 {
+            limits.check(ip(&format!("2001:db8::{i}"))).unwrap();
+        }
+        assert!(limits.check(ip("2001:db8::ffff")).is_err());
+        limits.check(ip("2001:db8:0:1::1")).unwrap();
+        tokio::time::advance(Duration::from_millis(500)).await;
+        limits.check(ip("10.0.0.1")).unwrap();
+        assert!(limits.check(ip("10.0.0.1")).is_err());
+        // Off: anything goes.
+        let off = IpLimits::new(0, 0);
+        for _ in 0..10_000 {
+            off.check(ip("10.0.0.1")).unwrap();
+        }
+        assert!(off.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_ip_buckets_are_swept() {
+        let limits = IpLimits::new(10, 10);
+        for i in 0..100u32 {
+            limits.check(IpAddr::V4(i.into())).unwrap();
+        }
+        assert_eq!(limits.len(), 100);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for _ in 0..SWEEP_EVERY {
+            let _ = limits.check(ip("10.9.9.9"));
+        }
+        assert_eq!(limits.len(), 1);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn budgets_per_session_and_class_refill_after_the_window() {

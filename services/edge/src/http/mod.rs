@@ -25,7 +25,7 @@ use utoipa::ToSchema;
 
 pub use error::ApiError;
 pub use headers::apply_layers;
-pub use limits::{HttpClass, HttpLimits};
+pub use limits::{HttpClass, HttpLimits, IpLimits};
 pub use session::{CookieSigner, HttpSession, SESSION_COOKIE, SessionAuth};
 
 use crate::metrics::EdgeMetrics;

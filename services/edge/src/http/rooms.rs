@@ -65,7 +65,12 @@ where
 {
     let session = match state.auth().get_or_create(headers, addr.ip()).await {
         Ok(s) => s,
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => {
+            if e.code == p2piano_protocol::ErrorCode::RateLimited {
+                state.metrics().http_rate_limited.inc();
+            }
+            return ApiError::from(e).into_response();
+        }
     };
     let cookie = session.set_cookie.clone();
     let result = match state.limits().check(&session.user_id, class) {
@@ -95,7 +100,7 @@ fn service_code(code: &str) -> Result<RoomCode, ApiError> {
     responses(
         (status = 201, description = "The new room", body = RoomView),
         (status = 400, description = "Invalid settings", body = ErrorResponse),
-        (status = 429, description = "More than 10 rooms a minute from this session", body = ErrorResponse),
+        (status = 429, description = "More than 10 rooms a minute from this session, or too many new sessions from this address (P2PIANO_IP_CONNECT_RATE)", body = ErrorResponse),
         (status = 503, description = "The rooms service is unavailable", body = ErrorResponse),
     )
 )]
@@ -125,12 +130,12 @@ pub async fn create_room(
     get,
     path = "/rooms/{code}",
     tag = "rooms",
-    params(("code" = String, Path, description = "5-letter room code")),
+    params(("code" = String, Path, description = "5-letter room code", pattern = "^[a-hjkmnp-z2-9]{5}$")),
     responses(
         (status = 200, description = "The room", body = RoomView),
         (status = 400, description = "Not a room code", body = ErrorResponse),
         (status = 404, description = "No such room", body = ErrorResponse),
-        (status = 429, description = "More than 60 reads a minute from this session", body = ErrorResponse),
+        (status = 429, description = "More than 60 reads a minute from this session, or too many new sessions from this address (P2PIANO_IP_CONNECT_RATE)", body = ErrorResponse),
         (status = 503, description = "The rooms service is unavailable", body = ErrorResponse),
     )
 )]
@@ -154,14 +159,14 @@ pub async fn get_room(
     put,
     path = "/rooms/{code}",
     tag = "rooms",
-    params(("code" = String, Path, description = "5-letter room code")),
+    params(("code" = String, Path, description = "5-letter room code", pattern = "^[a-hjkmnp-z2-9]{5}$")),
     request_body(content = SettingsBody, description = "Settings to merge into the current ones"),
     responses(
         (status = 200, description = "The room after the change", body = RoomView),
         (status = 400, description = "Not a room code, or invalid settings", body = ErrorResponse),
         (status = 403, description = "Not the room's creator", body = ErrorResponse),
         (status = 404, description = "No such room", body = ErrorResponse),
-        (status = 429, description = "More than 30 updates a minute from this session", body = ErrorResponse),
+        (status = 429, description = "More than 30 updates a minute from this session, or too many new sessions from this address (P2PIANO_IP_CONNECT_RATE)", body = ErrorResponse),
         (status = 503, description = "The rooms service is unavailable", body = ErrorResponse),
     )
 )]
@@ -197,7 +202,7 @@ pub async fn update_room(
     tag = "client",
     responses(
         (status = 201, description = "The new room's code", body = CreatedRoomId),
-        (status = 429, description = "More than 10 rooms a minute from this session", body = ErrorResponse),
+        (status = 429, description = "More than 10 rooms a minute from this session, or too many new sessions from this address (P2PIANO_IP_CONNECT_RATE)", body = ErrorResponse),
         (status = 503, description = "The rooms service is unavailable", body = ErrorResponse),
     )
 )]
@@ -233,7 +238,7 @@ pub async fn create_client_room(
     responses(
         (status = 200, description = "The room", body = ClientRoom),
         (status = 404, description = "No such room: {\"statusCode\":404,\"message\":\"Room not found\"}"),
-        (status = 429, description = "More than 60 reads a minute from this session", body = ErrorResponse),
+        (status = 429, description = "More than 60 reads a minute from this session, or too many new sessions from this address (P2PIANO_IP_CONNECT_RATE)", body = ErrorResponse),
         (status = 503, description = "The rooms service is unavailable", body = ErrorResponse),
     )
 )]

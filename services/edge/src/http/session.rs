@@ -21,6 +21,7 @@ use p2piano_protocol::presence::{SessionCreate, SessionInfo};
 use p2piano_protocol::{ErrorBody, ErrorCode, SessionId, UserId};
 use sha2::Sha256;
 
+use super::limits::IpLimits;
 use crate::rpc::Rpc;
 
 /// Name of the session cookie, as the original service set it.
@@ -98,16 +99,24 @@ pub struct SessionAuth {
     rpc: Rpc,
     signer: CookieSigner,
     secure: bool,
+    ip_limits: Arc<IpLimits>,
 }
 
 impl SessionAuth {
     /// `secure` adds the cookie's `Secure` attribute (off only for plain-http development).
-    pub fn new(rpc: Rpc, signer: CookieSigner, secure: bool) -> Self {
+    /// `ip_limits` bounds new sessions per client address (shared with the socket upgrades).
+    pub fn new(rpc: Rpc, signer: CookieSigner, secure: bool, ip_limits: Arc<IpLimits>) -> Self {
         Self {
             rpc,
             signer,
             secure,
+            ip_limits,
         }
+    }
+
+    /// Connection attempts per client address.
+    pub fn ip_limits(&self) -> &IpLimits {
+        &self.ip_limits
     }
 
     /// The signer, for tools and tests that need a valid cookie.
@@ -187,6 +196,13 @@ impl SessionAuth {
                 user_id: info.user_id,
                 set_cookie: None,
             });
+        }
+        if let Err(wait) = self.ip_limits.check(ip) {
+            tracing::debug!(%ip, ?wait, "new session refused: address over its limit");
+            return Err(ErrorBody::new(
+                ErrorCode::RateLimited,
+                "Too many new sessions from this address",
+            ));
         }
         let user_agent = headers
             .get(header::USER_AGENT)

@@ -139,6 +139,9 @@ pub async fn run(edge: Arc<Edge>, socket: WebSocket, handshake: Handshake) {
             outbox.close(Close { code, reason });
             break;
         }
+        // While a message was being handled (a join may wait on several RPCs) nothing was
+        // read, so the client's pongs could not be heard: that time is not its silence.
+        last_heard = Instant::now();
     }
     Box::pin(conn.finish()).await;
     edge.unregister(&sid);

@@ -65,6 +65,21 @@ pub async fn upgrade(
     if edge.draining.load(Ordering::Relaxed) {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, 2, "Server is restarting");
     }
+    // Connection attempts per client address (`P2PIANO_IP_CONNECT_RATE`), counted before
+    // anything else is looked at, so that malformed attempts count too.
+    if let Err(wait) = edge.auth.ip_limits().check(addr.ip()) {
+        edge.metrics.http_rate_limited.inc();
+        let mut response = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            3,
+            "Too many connection attempts",
+        );
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        return response;
+    }
     // Polling, other transports and other Engine.IO versions (PROTOCOL.md).
     if query.get("EIO").map(String::as_str) != Some("4")
         || query.get("transport").map(String::as_str) != Some("websocket")

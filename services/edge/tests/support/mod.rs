@@ -68,9 +68,19 @@ impl Cluster {
 
     /// A cluster whose edges use `settings` (small queues, short timeouts).
     pub async fn start_with(mode: Mode, settings: p2piano_edge::edge::SocketSettings) -> Self {
+        Self::start_configured(mode, settings, |_| {}).await
+    }
+
+    /// A cluster whose configuration `tweak` changes after the test defaults (limits, TTLs).
+    pub async fn start_configured(
+        mode: Mode,
+        settings: p2piano_edge::edge::SocketSettings,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let name = p2piano_testkit::unique_name("edge");
         let nats = (mode == Mode::Nats).then(p2piano_testkit::nats_url);
-        let config = config(&name, nats.clone());
+        let mut config = config(&name, nats.clone());
+        tweak(&mut config);
         let shared = Bus::in_process();
         let bus = |label: &'static str| {
             let nats = nats.clone();
