@@ -23,6 +23,9 @@ use serde::de::DeserializeOwned;
 
 use crate::metrics::EdgeMetrics;
 
+/// How long the edge keeps trying to tell an unreachable presence that a socket closed.
+pub const DISCONNECT_RETRY_FOR: Duration = Duration::from_secs(600);
+
 /// The edge's client of the rooms and presence RPCs.
 #[derive(Clone, Debug)]
 pub struct Rpc {
@@ -169,8 +172,32 @@ impl Rpc {
         self.presence(PresenceOp::Connect, req).await
     }
 
-    /// presence `disconnect`.
+    /// presence `disconnect`. When presence cannot be reached, the call is also retried in
+    /// the background (backing off to every 5 s, for up to [`DISCONNECT_RETRY_FOR`]) until
+    /// presence answers: a socket that closed while presence was down would otherwise stay
+    /// its session's live socket on a live edge, and its member a ghost for ever. A late
+    /// disconnect is harmless: presence ignores it if the session has a newer socket. The
+    /// first failure is still returned.
     pub async fn disconnect(&self, req: &Disconnect) -> Result<DisconnectReply, ErrorBody> {
-        self.presence(PresenceOp::Disconnect, req).await
+        let result = self.presence(PresenceOp::Disconnect, req).await;
+        if matches!(&result, Err(e) if e.code == ErrorCode::Unavailable) {
+            let rpc = self.clone();
+            let req = req.clone();
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + DISCONNECT_RETRY_FOR;
+                let mut pause = Duration::from_secs(1);
+                while tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    let retry: Result<DisconnectReply, ErrorBody> =
+                        rpc.presence(PresenceOp::Disconnect, &req).await;
+                    if !matches!(&retry, Err(e) if e.code == ErrorCode::Unavailable) {
+                        return;
+                    }
+                }
+                tracing::warn!(conn_id = %req.conn_id, "presence never heard of a closed socket");
+            });
+        }
+        result
     }
 }

@@ -126,7 +126,6 @@ pub async fn run(edge: Arc<Edge>, socket: WebSocket, handshake: Handshake) {
             }
             msg = stream.next() => msg,
         };
-        last_heard = Instant::now();
         let result = match msg {
             None | Some(Ok(Message::Close(_))) => break,
             Some(Err(e)) => Err(classify(&e)),
@@ -139,8 +138,8 @@ pub async fn run(edge: Arc<Edge>, socket: WebSocket, handshake: Handshake) {
             outbox.close(Close { code, reason });
             break;
         }
-        // While a message was being handled (a join may wait on several RPCs) nothing was
-        // read, so the client's pongs could not be heard: that time is not its silence.
+        // The client was heard now, and while its message was handled (a join may wait on
+        // several RPCs) nothing was read, so that time is not its silence either.
         last_heard = Instant::now();
     }
     Box::pin(conn.finish()).await;

@@ -1,0 +1,464 @@
+//! The split deployment as separate processes on loopback, for fault tests: a private
+//! `nats-server -js` and a private MongoDB-wire server (testkit's `NatsServer` and
+//! `MongoServer`, which can be killed and restarted on the same port with the same data),
+//! `p2piano rooms`, `p2piano presence` and N `p2piano edge`s.
+//!
+//! Every process is owned by a guard that kills it when dropped, so a failed (panicking)
+//! test leaves nothing behind; the p2piano processes are also started under
+//! `setpriv --pdeathsig KILL` where available, so that they die with the test thread even if
+//! the test process itself is killed. Their logs go to files in the deployment's temporary
+//! directory; when a test fails, the end of every log is printed.
+
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use p2piano_testkit::{MongoServer, NatsServer};
+
+use super::client::http;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_p2piano");
+/// The cookie secret every edge shares.
+pub const SECRET: &str = "fault-tests-cookie-secret-0123456789abcdef0123";
+/// How long a (re)started service may take to become ready on a busy 2-core machine.
+pub const READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// A port nobody listens on now, below the kernel's ephemeral range: a port from that range,
+/// released for a service to bind a moment later, can meanwhile become the source port of an
+/// outgoing connection (a service connecting to NATS), and the service then fails to bind.
+pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    const LOWEST: u32 = 10_000;
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low > LOWEST + 1_000 {
+        for _ in 0..1_000 {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
+            let port = (LOWEST + (h.finish() % u64::from(ephemeral_low - LOWEST)) as u32) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One process (`p2piano <role>`, or a server), restartable with the same settings and port.
+pub struct Proc {
+    /// `rooms`, `presence`, `edge-1`, ...
+    pub name: String,
+    /// Program and arguments.
+    argv: Vec<String>,
+    /// The HTTP port: the edge's `PORT`, or the admin port of rooms and presence.
+    pub port: u16,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn new(
+        name: &str,
+        argv: Vec<String>,
+        port: u16,
+        env: Vec<(String, String)>,
+        log: PathBuf,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            argv,
+            port,
+            env,
+            log,
+            child: None,
+        }
+    }
+
+    /// Starts the process (it must not be running); its output is appended to its log.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = if std::path::Path::new("/usr/bin/setpriv").exists() {
+            let mut c = Command::new("/usr/bin/setpriv");
+            c.args(["--pdeathsig", "KILL", "--"]).args(&self.argv);
+            c
+        } else {
+            let mut c = Command::new(&self.argv[0]);
+            c.args(&self.argv[1..]);
+            c
+        };
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", std::env::var("HOME").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("spawn p2piano"));
+    }
+
+    /// Whether the process is alive.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits until `/health/ready` answers 200.
+    pub async fn wait_ready(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Ok(r)) = tokio::time::timeout(
+                Duration::from_secs(2),
+                http(self.port, "GET", "/health/ready", None, None),
+            )
+            .await
+                && r.status == 200
+            {
+                return;
+            }
+            assert!(
+                self.is_running(),
+                "{} exited before it was ready:\n{}",
+                self.name,
+                self.log_tail(40)
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready within {within:?}:\n{}",
+                self.name,
+                self.log_tail(40)
+            );
+            // Polling interval of the readiness probe, not a wait for time to pass.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the port accepts TCP connections (for servers without `/health/ready`).
+    pub async fn wait_port(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                self.is_running() && Instant::now() < deadline,
+                "{} not listening within {within:?}:\n{}",
+                self.name,
+                self.log_tail(40)
+            );
+            // Polling interval, not a wait for time to pass.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL (a crash) and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM (a graceful stop); see [`Proc::wait_exit`].
+    pub fn sigterm(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit by itself: its status, or None after `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            // Polling interval, not a wait for time to pass.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts the process again (after a kill or an exit) and waits until it is ready.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        self.wait_ready(READY_WITHIN).await;
+    }
+
+    /// The last `n` lines of its log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Watches its log for a line containing `needle`, every 50 ms, from a task of its
+    /// own: the task ends with the time the line was first seen (None after `within`).
+    pub fn watch_log(
+        &self,
+        needle: &'static str,
+        within: Duration,
+    ) -> tokio::task::JoinHandle<Option<Instant>> {
+        let log = self.log.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + within;
+            while Instant::now() < deadline {
+                let text = tokio::fs::read_to_string(&log).await.unwrap_or_default();
+                if text.contains(needle) {
+                    return Some(Instant::now());
+                }
+                // Polling interval, not a wait for time to pass.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            None
+        })
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// NATS, the MongoDB-wire server, rooms, presence and the edges of one test.
+pub struct Deployment {
+    /// Subject prefix and database name of this test.
+    pub name: String,
+    /// The edges, `edge-1`...
+    pub edges: Vec<Proc>,
+    /// `p2piano rooms`.
+    pub rooms: Proc,
+    /// `p2piano presence`.
+    pub presence: Proc,
+    /// The private NATS server.
+    pub nats: NatsServer,
+    /// The private MongoDB-wire server ([`Store::Durable`]).
+    mongo: Option<MongoServer>,
+    /// The MongoDB-wire server of [`Store::Fast`].
+    fast_mongo: Option<Proc>,
+    dir: tempfile::TempDir,
+    started: Instant,
+}
+
+/// How the MongoDB-wire server commits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// testkit's `MongoServer`: secantus with `--sync-on-commit` (an fsync per commit, like
+    /// mongod's journal), restartable without losing a write.
+    Durable,
+    /// secantus without `--sync-on-commit`, for a test that only needs throughput (about
+    /// three times the writes per second) and never restarts it.
+    Fast,
+}
+
+/// The Python that runs secantus: `SECANTUS_PYTHON`, else the virtualenv of
+/// `make test-deps` (where testkit keeps it).
+fn secantus_python() -> String {
+    if let Some(p) = std::env::var_os("SECANTUS_PYTHON").filter(|p| !p.is_empty()) {
+        return p.to_string_lossy().into_owned();
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+        });
+    let python = cache.join("p2piano/venv/bin/python");
+    assert!(
+        python.exists(),
+        "no secantus at {} (make test-deps)",
+        python.display()
+    );
+    python.display().to_string()
+}
+
+impl Deployment {
+    /// Starts everything with default settings plus `env`, and waits until every service
+    /// is ready.
+    pub async fn start(edges: usize, env: &[(&str, &str)]) -> Deployment {
+        Self::start_with(edges, env, Store::Durable).await
+    }
+
+    /// Like [`Deployment::start`], with the given kind of MongoDB-wire server.
+    pub async fn start_with(edges: usize, env: &[(&str, &str)], store: Store) -> Deployment {
+        let started = Instant::now();
+        let name = p2piano_testkit::unique_name("faults");
+        let nats = NatsServer::start().expect("nats-server");
+        let dir = tempfile::Builder::new()
+            .prefix("p2piano-faults-")
+            .tempdir()
+            .unwrap();
+        let (mongo, fast_mongo, mongo_uri) = match store {
+            Store::Durable => {
+                let m = MongoServer::start().expect("secantus");
+                let uri = m.uri();
+                (Some(m), None, uri)
+            }
+            Store::Fast => {
+                let port = free_port();
+                let config = dir.path().join("secantusd.toml");
+                std::fs::write(&config, "").unwrap();
+                let argv = [
+                    secantus_python(),
+                    "-m".into(),
+                    "secantus".into(),
+                    "--config".into(),
+                    config.display().to_string(),
+                    "--host".into(),
+                    "127.0.0.1".into(),
+                    "--port".into(),
+                    port.to_string(),
+                    "--storage-path".into(),
+                    dir.path().join("mongo-data").display().to_string(),
+                ];
+                let log = dir.path().join("mongo.log");
+                let mut p = Proc::new("mongo", argv.to_vec(), port, Vec::new(), log);
+                p.spawn();
+                p.wait_port(READY_WITHIN).await;
+                let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
+                (None, Some(p), uri)
+            }
+        };
+        let mut common: Vec<(String, String)> = vec![
+            ("NATS_URL".into(), nats.url()),
+            ("MONGO_URI".into(), mongo_uri.clone()),
+            ("P2PIANO_MONGO_DB".into(), name.clone()),
+            ("P2PIANO_SUBJECT_PREFIX".into(), name.clone()),
+            ("COOKIE_SECRET".into(), SECRET.into()),
+            ("P2PIANO_COOKIE_SECURE".into(), "false".into()),
+        ];
+        common.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < 2 + edges {
+            let p = free_port();
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        let service = |name: &str, role: &'static str, port: u16, extra: Vec<(String, String)>| {
+            let mut env = common.clone();
+            env.extend(extra);
+            let argv = vec![BIN.to_owned(), role.to_owned()];
+            Proc::new(
+                name,
+                argv,
+                port,
+                env,
+                dir.path().join(format!("{name}.log")),
+            )
+        };
+        let admin = |port: u16| vec![("P2PIANO_ADMIN_ADDR".into(), format!("127.0.0.1:{port}"))];
+        let rooms = service("rooms", "rooms", ports[0], admin(ports[0]));
+        let presence = service("presence", "presence", ports[1], admin(ports[1]));
+        let edges = (0..edges)
+            .map(|i| {
+                let name = format!("edge-{}", i + 1);
+                let env = vec![
+                    ("PORT".into(), ports[2 + i].to_string()),
+                    ("P2PIANO_EDGE_ID".into(), name.clone()),
+                ];
+                service(&name, "edge", ports[2 + i], env)
+            })
+            .collect();
+        let mut d = Deployment {
+            name,
+            edges,
+            rooms,
+            presence,
+            nats,
+            mongo,
+            fast_mongo,
+            dir,
+            started,
+        };
+        d.rooms.spawn();
+        d.presence.spawn();
+        d.rooms.wait_ready(READY_WITHIN).await;
+        d.presence.wait_ready(READY_WITHIN).await;
+        for e in &mut d.edges {
+            e.spawn();
+        }
+        for e in &mut d.edges {
+            e.wait_ready(READY_WITHIN).await;
+        }
+        println!(
+            "[faults] deployment {} up in {:.1} s (nats :{}, mongo {mongo_uri}, edges {:?})",
+            d.name,
+            started.elapsed().as_secs_f64(),
+            d.nats.port(),
+            d.edges.iter().map(|e| e.port).collect::<Vec<_>>()
+        );
+        d
+    }
+
+    /// The MongoDB-wire server of a [`Store::Durable`] deployment.
+    pub fn mongo(&mut self) -> &mut MongoServer {
+        self.mongo.as_mut().expect("a durable store")
+    }
+
+    /// The port of edge `i` (0-based).
+    pub fn edge(&self, i: usize) -> u16 {
+        self.edges[i].port
+    }
+
+    /// Waits until every running service answers ready again.
+    pub async fn wait_all_ready(&mut self, within: Duration) {
+        self.rooms.wait_ready(within).await;
+        self.presence.wait_ready(within).await;
+        for e in &mut self.edges {
+            if e.is_running() {
+                e.wait_ready(within).await;
+            }
+        }
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        let test = std::thread::current().name().unwrap_or("test").to_owned();
+        if !std::thread::panicking() {
+            println!(
+                "[faults] {test}: passed, {:.1} s from the deployment's start",
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+        if std::env::var_os("FAULTS_KEEP_LOGS").is_some() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+            eprintln!("[faults] {test}: logs kept in {}", dir.display());
+        }
+        if std::thread::panicking() {
+            for p in std::iter::once(&self.rooms)
+                .chain(std::iter::once(&self.presence))
+                .chain(&self.edges)
+                .chain(&self.fast_mongo)
+            {
+                eprintln!("----- {} (last 30 lines) -----\n{}", p.name, p.log_tail(30));
+            }
+        }
+    }
+}
