@@ -256,6 +256,8 @@ async fn expired_and_forged_sessions_are_refused() {
     assert!(r.cookie().is_none());
     // Expired: P2PIANO_SESSION_TTL_SECS=1 and no use for longer than that.
     let last_use = Instant::now();
+    // Expiry is real time passing in presence's session store (in NATS mode a KV bucket):
+    // there is no event to wait on, so this one wait is on the clock, just past the TTL.
     tokio::time::sleep(Duration::from_millis(1600)).await;
     assert!(last_use.elapsed() > Duration::from_secs(1));
     refused_everywhere(&c, &path, &code, &cookie, "expired").await;
@@ -484,6 +486,7 @@ async fn slow_handshakes_are_cut_off() {
             if tx.write_all(&[*b]).await.is_err() {
                 break;
             }
+            // The attack itself: one header byte every 20 ms.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
@@ -499,6 +502,7 @@ async fn slow_handshakes_are_cut_off() {
     let got = tokio::select! {
         got = closed => got,
         () = drip => Vec::new(),
+        // A deadline, not a pause: the edge must cut the client off before it.
         () = tokio::time::sleep(Duration::from_secs(5)) => panic!("a dripping client was not cut off"),
     };
     assert!(
@@ -509,6 +513,7 @@ async fn slow_handshakes_are_cut_off() {
     // Everyone else is served as before, and upgraded sockets outlive the header timeout.
     let (cookie, code) = c.session_with_room(0).await;
     let (mut a, _) = web(&c, 0, &cookie, &code).await;
+    // Proving the socket outlives the header timeout needs that time to pass: on the clock.
     tokio::time::sleep(TIMEOUT * 2).await;
     a.emit("KEY_UP", json!({"note": 1, "targetUserIds": []}))
         .await;

@@ -28,5 +28,6 @@ mod harness;
 mod restarts;
 #[path = "faults/storm.rs"]
 mod storm;
+mod support;
 #[path = "faults/traffic.rs"]
 mod traffic;

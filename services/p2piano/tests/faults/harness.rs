@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use p2piano_testkit::{MongoServer, NatsServer};
 
 use super::client::http;
+use crate::support::free_port;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_p2piano");
@@ -24,35 +25,6 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_p2piano");
 pub const SECRET: &str = "fault-tests-cookie-secret-0123456789abcdef0123";
 /// How long a (re)started service may take to become ready on a busy 2-core machine.
 pub const READY_WITHIN: Duration = Duration::from_secs(60);
-
-/// A port nobody listens on now, below the kernel's ephemeral range: a port from that range,
-/// released for a service to bind a moment later, can meanwhile become the source port of an
-/// outgoing connection (a service connecting to NATS), and the service then fails to bind.
-pub fn free_port() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static CALLS: AtomicU64 = AtomicU64::new(0);
-    const LOWEST: u32 = 10_000;
-    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768);
-    if ephemeral_low > LOWEST + 1_000 {
-        for _ in 0..1_000 {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
-            let port = (LOWEST + (h.finish() % u64::from(ephemeral_low - LOWEST)) as u32) as u16;
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                return port;
-            }
-        }
-    }
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One process (`p2piano <role>`, or a server), restartable with the same settings and port.
 pub struct Proc {
