@@ -127,10 +127,10 @@ impl Edge {
         self.metrics.connections.inc();
     }
 
-    /// Records the dialect of a socket once it joined a namespace.
-    pub fn set_dialect(&self, id: &str, dialect: Dialect) {
+    /// Records the dialect of a socket once it joined a namespace (`None` once it left it).
+    pub fn set_dialect(&self, id: &str, dialect: Option<Dialect>) {
         if let Some(e) = self.table().get_mut(id) {
-            e.dialect = Some(dialect);
+            e.dialect = dialect;
         }
     }
 

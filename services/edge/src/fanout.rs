@@ -94,10 +94,9 @@ impl LocalRoom {
         let mut frames: [Option<Option<(&'static str, Utf8Bytes)>>; 2] = [None, None];
         let mut queued = [0u64; 2];
         for m in &inner.members {
-            let targeted = match &relay.to {
-                Some(to) => to.contains(&m.user_id),
-                None => m.user_id != relay.from,
-            };
+            // Never back to the sender, whatever the targets say.
+            let targeted = m.user_id != relay.from
+                && relay.to.as_ref().is_none_or(|to| to.contains(&m.user_id));
             if !targeted {
                 continue;
             }

@@ -40,6 +40,10 @@ pub struct EdgeMetrics {
     pub delivered: Family<EventLabel, Counter>,
     /// `p2piano_edge_dropped_total`: relayed frames dropped for slow consumers.
     pub dropped: Counter,
+    /// `p2piano_edge_dropped_targets_total`: targets of client-dialect events dropped
+    /// without an error because they are not (or no longer) members of the sender's room,
+    /// as the web client keeps pinging a player for a while after they left.
+    pub dropped_targets: Counter,
     /// `p2piano_edge_rate_limited_total`: client events refused by a rate limit.
     pub rate_limited: Counter,
     /// `p2piano_edge_rejected_total`: client events refused as invalid or not allowed.
@@ -60,6 +64,7 @@ impl EdgeMetrics {
             events_in: Family::default(),
             delivered: Family::default(),
             dropped: Counter::default(),
+            dropped_targets: Counter::default(),
             rate_limited: Counter::default(),
             rejected: Counter::default(),
             http_rate_limited: Counter::default(),
@@ -73,6 +78,11 @@ impl EdgeMetrics {
             m.connections.clone(),
         );
         registry.register("edge_rooms", "Rooms with a local member", m.rooms.clone());
+        registry.register(
+            "edge_dropped_targets",
+            "Targets of client-dialect events dropped quietly as not members of the room",
+            m.dropped_targets.clone(),
+        );
         registry.register(
             "edge_events_in",
             "Client events received",

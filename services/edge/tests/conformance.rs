@@ -12,13 +12,35 @@ use support::{Cluster, Mode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_io_client_conformance() {
+    let cluster = Cluster::start(Mode::Nats).await;
+    run_node_suite(&cluster, "conformance.test.js", &[]).await;
+}
+
+/// The life of a page (reload, tab close, blip, own events, the room listing) with the
+/// default grace period, which the suite's timings are about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_io_client_page_lifecycle() {
+    let grace_ms = p2piano_config::Config::default().leave_grace_ms;
+    let cluster = Cluster::start_configured(Mode::Nats, Default::default(), |c| {
+        c.leave_grace_ms = grace_ms;
+    })
+    .await;
+    run_node_suite(
+        &cluster,
+        "lifecycle.test.js",
+        &[("GRACE_MS", grace_ms.to_string())],
+    )
+    .await;
+}
+
+/// Runs one file of tests/js with `node --test` against the cluster's two edges.
+async fn run_node_suite(cluster: &Cluster, file: &str, env: &[(&str, String)]) {
     let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
     assert!(
         js.join("node_modules/socket.io-client").exists(),
         "npm packages missing: run `make test-deps` (npm ci in {})",
         js.display()
     );
-    let cluster = Cluster::start(Mode::Nats).await;
     let (a, b) = (cluster.edge(0), cluster.edge(1));
     // The suite bounds each wait itself; this bound only keeps a wedged run from hanging CI,
     // and what the suite printed until then is shown either way.
@@ -27,9 +49,11 @@ async fn socket_io_client_conformance() {
         .arg("--test-reporter=spec")
         // A failed test may leave a socket open; exit when the tests are done regardless.
         .arg("--test-force-exit")
+        .arg(file)
         .current_dir(&js)
         .env("EDGE_A", format!("http://127.0.0.1:{a}"))
         .env("EDGE_B", format!("http://127.0.0.1:{b}"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -49,9 +73,9 @@ async fn socket_io_client_conformance() {
     match status {
         Some(s) => assert!(
             s.success(),
-            "socket.io-client conformance failed:\n{stdout}\n{stderr}"
+            "socket.io-client suite {file} failed:\n{stdout}\n{stderr}"
         ),
-        None => panic!("the node suite did not finish within 180 s:\n{stdout}\n{stderr}"),
+        None => panic!("the node suite {file} did not finish within 180 s:\n{stdout}\n{stderr}"),
     }
 }
 

@@ -499,9 +499,14 @@ async fn session_secret_never_in_room_bodies(c: Cluster) {
         );
         assert_eq!(v["participants"][0]["id"], user.as_str(), "{v}");
         bodies.push(v.to_string());
-        let r = call(port, "GET", &format!("/api/room/{code}"), me, "").await;
+        // The web client's view lists the member to others, never to itself.
+        let r = call(port, "GET", &format!("/api/room/{code}"), &[], "").await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert!(r.json()["users"][&user].is_object(), "{}", r.body);
+        bodies.push(r.body);
+        let r = call(port, "GET", &format!("/api/room/{code}"), me, "").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["users"], json!({}), "{}", r.body);
         bodies.push(r.body);
     }
     let r = call(a, "PUT", &format!("/rooms/{code}"), me, LOCK).await;

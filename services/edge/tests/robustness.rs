@@ -325,9 +325,14 @@ async fn drain_moves_clients_without_leave_or_join() {
     assert_eq!(a.expect("USER_CONNECT").await["userId"], m_id);
     let edge_b = c.edge(1);
     let port_a = c.edge(0);
+    let pid = moving
+        .pid
+        .clone()
+        .expect("the connect reply carries a page id");
     let client = async {
         let closed = moving.next().await;
-        // The client reconnects at once, to the edge that stays.
+        // The client reconnects at once, to the edge that stays, as the same page (it
+        // presents its page id, as socket.io-client does).
         let mut s = SioClient::open(
             port_a,
             &format!("roomId={code}&displayName=P"),
@@ -335,7 +340,11 @@ async fn drain_moves_clients_without_leave_or_join() {
         )
         .await
         .unwrap();
-        assert!(matches!(s.connect("/api", None).await, Got::Connected(_)));
+        assert!(matches!(
+            s.connect("/api", Some(json!({"pid": pid, "offset": null})))
+                .await,
+            Got::Connected(_)
+        ));
         assert_eq!(s.expect("ROOM_JOIN").await["userId"], m_id);
         (closed, s)
     };

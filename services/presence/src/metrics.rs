@@ -29,6 +29,12 @@ pub struct PresenceMetrics {
     pub grace_started: Counter,
     /// `p2piano_presence_reconnects_total`: sessions back within the grace period.
     pub reconnects: Counter,
+    /// `p2piano_presence_new_pages_total`: sockets of a new page (a reload) that arrived
+    /// while the session's previous socket was in its grace period, ending its membership.
+    pub new_pages: Counter,
+    /// `p2piano_presence_pages_gone_total`: sockets whose page went away (a close frame or a
+    /// Socket.IO disconnect), their membership ended without a grace period.
+    pub pages_gone: Counter,
     /// `p2piano_presence_edges_dead_total`: edges this replica declared dead.
     pub edges_dead: Counter,
     /// `p2piano_presence_edges_alive`: edges heard from within the timeout (this replica's view).
@@ -44,6 +50,8 @@ impl PresenceMetrics {
             replaced: Counter::default(),
             grace_started: Counter::default(),
             reconnects: Counter::default(),
+            new_pages: Counter::default(),
+            pages_gone: Counter::default(),
             edges_dead: Counter::default(),
             edges_alive: Gauge::default(),
         };
@@ -54,7 +62,7 @@ impl PresenceMetrics {
         );
         registry.register(
             "presence_leaves",
-            "Leaves announced after a grace period",
+            "Leaves announced through rooms (after a grace period, or at once when a page went away)",
             m.leaves.clone(),
         );
         registry.register(
@@ -71,6 +79,16 @@ impl PresenceMetrics {
             "presence_reconnects",
             "Sessions that came back within the grace period",
             m.reconnects.clone(),
+        );
+        registry.register(
+            "presence_new_pages",
+            "Sockets of a new page that ended the membership of a socket in its grace period",
+            m.new_pages.clone(),
+        );
+        registry.register(
+            "presence_pages_gone",
+            "Sockets whose page went away, their membership ended without a grace period",
+            m.pages_gone.clone(),
         );
         registry.register(
             "presence_edges_dead",

@@ -59,6 +59,10 @@ pub struct ConnRecord {
     /// The room the session is a member of through this socket, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room_code: Option<RoomCode>,
+    /// The page the socket belongs to (Socket.IO's `pid`), given to the client in its
+    /// namespace connect reply; a later socket that presents it is the same page coming back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<String>,
     /// Where it stands.
     #[serde(flatten)]
     pub state: ConnState,
@@ -103,6 +107,7 @@ mod tests {
             edge_id: "e1".into(),
             conn_id: "c1".into(),
             room_code: Some(RoomCode::parse("fxa3x").unwrap()),
+            pid: Some("p1".into()),
             state: ConnState::Grace {
                 until: Timestamp::from_millis(5),
             },

@@ -40,6 +40,8 @@ both_modes!(
     stale_disconnect_is_ignored,
     moving_to_another_room_leaves_the_old_one,
     connect_without_room_keeps_the_membership,
+    a_new_page_ends_the_membership_in_grace,
+    a_page_that_went_away_leaves_at_once,
     dead_edge_members_are_left_in_time,
     stopping_edge_goes_to_grace_at_once,
     bad_input_gets_invalid,
@@ -136,15 +138,18 @@ async fn reconnect_within_grace_is_not_a_leave(h: Harness) {
     let room = h.room().await;
     let mut events = h.events().await;
     let s = h.session().await;
-    h.connect_and_join(&s, "edge-a", "c1", &room).await;
+    let first = h.connect_and_join(&s, "edge-a", "c1", &room).await;
+    let pid = first["pid"].as_str().expect("a page id").to_owned();
     assert!(h.disconnect(&s, "edge-a", "c1").await);
+    // The same page comes back (it presents its page id, as socket.io-client does).
     let back: Value = h
         .presence_ok(
             PresenceOp::Connect,
-            json!({"sessionId": s.session_id.expose(), "edgeId": "edge-b", "connId": "c2", "roomCode": room.code}),
+            json!({"sessionId": s.session_id.expose(), "edgeId": "edge-b", "connId": "c2", "roomCode": room.code, "pid": pid}),
         )
         .await;
     assert_eq!(back["reconnect"], true, "the edge announces no join");
+    assert_eq!(back["pid"], pid.as_str(), "the page keeps its id");
     assert!(back.get("replaced").is_none(), "nothing live to replace");
 
     let marker = h.session().await;
@@ -272,15 +277,15 @@ async fn stopping_edge_goes_to_grace_at_once(h: Harness) {
     let beats = edge.spawn_heartbeats(Duration::from_millis(100), Default::default(), stop.clone());
     let mut events = h.events().await;
     let (a, b) = (h.session().await, h.session().await);
-    h.connect_and_join(&a, "edge-draining", "c1", &room).await;
+    let pid = h.connect_and_join(&a, "edge-draining", "c1", &room).await["pid"].clone();
     h.connect_and_join(&b, "edge-draining", "c2", &room).await;
     stop.cancel();
     beats.await.unwrap();
-    // a comes back on another edge within the grace period; b does not.
+    // a's page comes back on another edge within the grace period; b does not.
     let back: Value = h
         .presence_ok(
             PresenceOp::Connect,
-            json!({"sessionId": a.session_id.expose(), "edgeId": "edge-other", "connId": "c3", "roomCode": room.code}),
+            json!({"sessionId": a.session_id.expose(), "edgeId": "edge-other", "connId": "c3", "roomCode": room.code, "pid": pid}),
         )
         .await;
     assert_eq!(back["reconnect"], true);
@@ -365,19 +370,20 @@ async fn connect_without_room_keeps_the_membership(h: Harness) {
     let room = h.room().await;
     let mut events = h.events().await;
     let s = h.session().await;
-    h.connect_and_join(&s, "edge-a", "c1", &room).await;
+    let pid = h.connect_and_join(&s, "edge-a", "c1", &room).await["pid"].clone();
     assert!(h.disconnect(&s, "edge-a", "c1").await);
     let bare: Value = h
         .presence_ok(
             PresenceOp::Connect,
-            json!({"sessionId": s.session_id.expose(), "edgeId": "edge-b", "connId": "c2"}),
+            json!({"sessionId": s.session_id.expose(), "edgeId": "edge-b", "connId": "c2", "pid": pid}),
         )
         .await;
     assert_eq!(bare["reconnect"], false);
+    assert_eq!(bare["pid"], pid);
     let rejoined: Value = h
         .presence_ok(
             PresenceOp::Connect,
-            json!({"sessionId": s.session_id.expose(), "edgeId": "edge-b", "connId": "c2", "roomCode": room.code}),
+            json!({"sessionId": s.session_id.expose(), "edgeId": "edge-b", "connId": "c2", "roomCode": room.code, "pid": pid}),
         )
         .await;
     assert_eq!(rejoined["reconnect"], true);
@@ -389,4 +395,87 @@ async fn connect_without_room_keeps_the_membership(h: Harness) {
         Some(&marker.user_id)
     );
     assert!(h.members_of(&room).await.contains(&s.user_id.to_string()));
+}
+
+/// A socket of the same session without the page id of the one in its grace period is
+/// another page (a reload): the old membership ends at once, so that the edge's join is a
+/// new one, announced. The grace period's own end then announces nothing more.
+async fn a_new_page_ends_the_membership_in_grace(h: Harness) {
+    let room = h.room().await;
+    let mut events = h.events().await;
+    let s = h.session().await;
+    let first = h.connect_and_join(&s, "edge-a", "c1", &room).await;
+    assert!(h.disconnect(&s, "edge-a", "c1").await);
+    for claimed in [json!(null), json!("not-the-page-id")] {
+        let mut req = json!({"sessionId": s.session_id.expose(), "edgeId": "edge-b", "connId": "c2", "roomCode": room.code});
+        if !claimed.is_null() {
+            req["pid"] = claimed;
+        }
+        let reply: Value = h.presence_ok(PresenceOp::Connect, req).await;
+        assert_eq!(reply["reconnect"], false, "a new page is not a reconnect");
+        assert_ne!(reply["pid"], first["pid"], "a new page gets a new page id");
+        let left = events.next_left().await;
+        assert_eq!(left.user_id.as_ref(), Some(&s.user_id), "the old page left");
+        assert!(!h.members_of(&room).await.contains(&s.user_id.to_string()));
+        // The edge joins for the new page: a new membership, announced.
+        let _: p2piano_protocol::rpc::JoinReply = h
+            .rooms_ok(
+                p2piano_protocol::RoomsOp::Join,
+                json!({"code": room.code, "userId": s.user_id}),
+            )
+            .await;
+        assert!(h.disconnect(&s, "edge-b", "c2").await);
+    }
+    // The last page's grace period ends with its leave; then the marker's leave is the next
+    // event: the grace periods that new pages cut short announced nothing more.
+    let marker = h.session().await;
+    h.connect_and_join(&marker, "edge-a", "m1", &room).await;
+    assert!(h.disconnect(&marker, "edge-a", "m1").await);
+    let left = events.next_left().await;
+    assert_eq!(left.user_id.as_ref(), Some(&s.user_id));
+    let left = events.next_left().await;
+    assert_eq!(left.user_id.as_ref(), Some(&marker.user_id));
+}
+
+/// `disconnect` with `leave` (the page closed its socket): the member leaves at once, no
+/// grace period; from a stale socket it changes nothing.
+async fn a_page_that_went_away_leaves_at_once(h: Harness) {
+    let room = h.room().await;
+    let mut events = h.events().await;
+    let (s, t) = (h.session().await, h.session().await);
+    h.connect_and_join(&s, "edge-a", "c1", &room).await;
+    h.connect_and_join(&t, "edge-a", "t1", &room).await;
+    // t's second socket replaces the first; the first one's leave is stale.
+    h.connect_and_join(&t, "edge-b", "t2", &room).await;
+    let stale: Value = h
+        .presence_ok(
+            PresenceOp::Disconnect,
+            json!({"sessionId": t.session_id.expose(), "edgeId": "edge-a", "connId": "t1", "leave": true}),
+        )
+        .await;
+    assert_eq!(stale, json!({"graceStarted": false, "left": false}));
+    let gone: Value = h
+        .presence_ok(
+            PresenceOp::Disconnect,
+            json!({"sessionId": s.session_id.expose(), "edgeId": "edge-a", "connId": "c1", "leave": true}),
+        )
+        .await;
+    assert_eq!(gone, json!({"graceStarted": false, "left": true}));
+    // Already gone when presence answers: the leave did not wait for a grace period.
+    assert_eq!(h.members_of(&room).await, vec![t.user_id.to_string()]);
+    let left = events.next_left().await;
+    assert_eq!(
+        left.user_id.as_ref(),
+        Some(&s.user_id),
+        "not t: its leave was stale"
+    );
+    // Nothing of s is left in presence: a new socket of s is a plain first connect.
+    let again: Value = h
+        .presence_ok(
+            PresenceOp::Connect,
+            json!({"sessionId": s.session_id.expose(), "edgeId": "edge-a", "connId": "c3", "roomCode": room.code}),
+        )
+        .await;
+    assert_eq!(again["reconnect"], false);
+    assert!(again.get("replaced").is_none());
 }

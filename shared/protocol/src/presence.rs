@@ -83,6 +83,25 @@ fn edge_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     parse_edge_id(&s).map_err(serde::de::Error::custom)
 }
 
+/// Whether `s` can be a page id (Socket.IO's `pid`): 1–64 letters, digits, `_` or `-`.
+pub fn is_page_id(s: &str) -> bool {
+    is_subject_token(s) && s.len() <= 64
+}
+
+/// A fresh page id: 128 random bits as 32 lower-case hex digits. Presence gives one to every
+/// new page; it is private to that page (only its own socket receives it), so it proves
+/// nothing but "the same page as before" within one session.
+pub fn new_page_id() -> String {
+    let bits: u128 = rand::random();
+    format!("{bits:032x}")
+}
+
+/// An optional page id; a malformed one counts as none (the client then is a new page).
+fn page_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    Ok(s.filter(|s| is_page_id(s)))
+}
+
 /// A socket id, unique per edge: 1–64 characters of letters, digits, `_` and `-`.
 fn conn_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
@@ -156,6 +175,18 @@ pub struct Connect {
     /// rejoins it is not announced as leaving and joining).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room_code: Option<RoomCode>,
+    /// The page id (Socket.IO connection state recovery's `pid`) the client presented in its
+    /// namespace connect, if any. Equal to the one presence gave the session's previous socket,
+    /// it proves that the same page is coming back (a blip, a drain): its return within the
+    /// grace period is silent. Without it, a socket that arrives while the previous one is in
+    /// its grace period is a new page (a reload): the old membership ends at once, so the
+    /// others see a leave and then a join and rebuild their links to it.
+    #[serde(
+        default,
+        deserialize_with = "page_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pid: Option<String>,
 }
 
 /// A socket somewhere: which edge, which id.
@@ -180,6 +211,10 @@ pub struct ConnectReply {
     /// True when the session is still a member of that room (a replaced socket, or a
     /// return within the grace period): the edge announces no join.
     pub reconnect: bool,
+    /// The page id to give the client in the namespace `CONNECT` reply: the one it presented
+    /// when it is the same page, else a new one. Absent from an older presence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<String>,
 }
 
 /// `disconnect`: a socket closed.
@@ -194,6 +229,12 @@ pub struct Disconnect {
     /// The socket's id.
     #[serde(deserialize_with = "conn_id")]
     pub conn_id: String,
+    /// True when the page went away (the client closed its WebSocket with 1000 or 1001, or
+    /// sent a Socket.IO disconnect): the session leaves its room at once, with no grace
+    /// period. False when the transport was lost (a network drop, a ping timeout, the edge's
+    /// own close): the grace period starts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leave: bool,
 }
 
 /// Reply to `disconnect`.
@@ -203,6 +244,10 @@ pub struct DisconnectReply {
     /// True when that socket was the session's current one and the grace period started;
     /// false for a stale disconnect (an older, replaced socket), which changes nothing.
     pub grace_started: bool,
+    /// True when the disconnect asked to leave and this socket's membership was ended (the
+    /// leave announced, or nothing to announce). False for a stale disconnect.
+    #[serde(default)]
+    pub left: bool,
 }
 
 /// `<prefix>.edge.<id>.heartbeat`: an edge is alive and holds this many sockets.

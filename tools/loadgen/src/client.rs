@@ -72,6 +72,9 @@ pub struct Client {
     ws: WebSocketStream<TcpStream>,
     /// This player's public user id (from `ROOM_JOIN`).
     pub user_id: String,
+    /// The page id of the namespace connect reply: presented again on a reconnect, as
+    /// socket.io-client does, it makes the reconnect the same page coming back.
+    pub pid: Option<String>,
     pong_due: bool,
 }
 
@@ -91,29 +94,25 @@ fn ws_config() -> WebSocketConfig {
 }
 
 impl Client {
-    /// Opens a socket to `target` with `cookie`, connects `/api` for room `code`, and waits
-    /// for `ROOM_JOIN`, all within `timeout`.
+    /// Opens a socket to `target` with `cookie`, connects `/api` for room `code` (as page
+    /// `pid` when given, else as a new page), and waits for `ROOM_JOIN`, all within
+    /// `timeout`.
     pub async fn join(
         sources: &Sources,
         target: &Target,
-        code: &str,
-        cookie: &str,
+        seat: (&str, &str, Option<&str>),
         name: &str,
         timeout: Duration,
     ) -> Result<Client, String> {
-        tokio::time::timeout(
-            timeout,
-            Self::join_inner(sources, target, code, cookie, name),
-        )
-        .await
-        .map_err(|_| "join timeout".to_owned())?
+        tokio::time::timeout(timeout, Self::join_inner(sources, target, seat, name))
+            .await
+            .map_err(|_| "join timeout".to_owned())?
     }
 
     async fn join_inner(
         sources: &Sources,
         target: &Target,
-        code: &str,
-        cookie: &str,
+        (code, cookie, pid): (&str, &str, Option<&str>),
         name: &str,
     ) -> Result<Client, String> {
         let url = format!(
@@ -135,15 +134,27 @@ impl Client {
         let mut c = Client {
             ws,
             user_id: String::new(),
+            pid: None,
             pong_due: false,
         };
         let open = c.raw().await.ok_or("closed before open")?;
         if !open.starts_with('0') {
             return Err(format!("expected Engine.IO open, got {open:.60}"));
         }
-        c.send("40/api,").await?;
+        match pid {
+            Some(pid) => {
+                let connect = serde_json::json!({"pid": pid, "offset": null});
+                c.send(format!("40/api,{connect}")).await?
+            }
+            None => c.send("40/api,").await?,
+        }
         loop {
             let text = c.raw().await.ok_or("closed while joining")?;
+            if let Some(reply) = text.strip_prefix("40/api,") {
+                let reply: serde_json::Value = serde_json::from_str(reply).unwrap_or_default();
+                c.pid = reply["pid"].as_str().map(str::to_owned);
+                continue;
+            }
             if let Some(err) = text.strip_prefix("44/api,") {
                 return Err(format!("connect refused: {err:.100}"));
             }

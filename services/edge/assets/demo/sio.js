@@ -27,6 +27,9 @@ class SioClient {
     this.reconnectTimer = null;
     this.watchdog = null;
     this.heartbeatMs = 45000;
+    // The page id of the last connect reply: presented again when reconnecting, so that the
+    // server knows this page is coming back (connection state recovery) and tells nobody.
+    this.pid = null;
     this.onConnect = () => {};
     this.onConnectError = () => {};
     this.onServerDisconnect = () => {};
@@ -151,7 +154,7 @@ class SioClient {
           // Keep the defaults.
         }
         this.armWatchdog();
-        ws.send('40');
+        ws.send(this.pid ? '40' + JSON.stringify({ pid: this.pid }) : '40');
         break;
       }
       case '1':
@@ -198,6 +201,7 @@ class SioClient {
     switch (type) {
       case '0': {
         const reconnect = this.everConnected;
+        if (data && typeof data.pid === 'string') this.pid = data.pid;
         this.connected = true;
         this.everConnected = true;
         this.attempt = 0;

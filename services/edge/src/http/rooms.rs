@@ -236,7 +236,7 @@ pub async fn create_client_room(
     tag = "client",
     params(("id" = String, Path, description = "5-letter room code")),
     responses(
-        (status = 200, description = "The room", body = ClientRoom),
+        (status = 200, description = "The room, without the caller's own user (the web client adds every listed user as a peer)", body = ClientRoom),
         (status = 404, description = "No such room: {\"statusCode\":404,\"message\":\"Room not found\"}"),
         (status = 429, description = "More than 60 reads a minute from this session, or too many new sessions from this address (P2PIANO_IP_CONNECT_RATE)", body = ErrorResponse),
         (status = 503, description = "The rooms service is unavailable", body = ErrorResponse),
@@ -249,7 +249,8 @@ pub async fn get_client_room(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    with_session(&state, &headers, addr, HttpClass::Read, |_| async {
+    with_session(&state, &headers, addr, HttpClass::Read, |session| async {
+        let caller = session.user_id;
         let code = RoomCode::parse(&id).map_err(|_| ApiError::ClientRoomNotFound)?;
         let room =
             state
@@ -260,7 +261,13 @@ pub async fn get_client_room(
                     ApiError::NotFound(_) => ApiError::ClientRoomNotFound,
                     other => other,
                 })?;
-        Ok(axum::Json(room.to_client()).into_response())
+        // The web client adds every listed user as a peer and cannot tell which is itself
+        // (it learns its own id only from ROOM_JOIN): a page that reloads while its previous
+        // socket is in the grace period would become its own peer. So the caller is never
+        // listed.
+        let mut view = room.to_client();
+        view.users.retain(|u| u.user_id != caller);
+        Ok(axum::Json(view).into_response())
     })
     .await
 }

@@ -78,11 +78,18 @@ pub(crate) fn event_guess(name: &str, args: &[&Value]) -> usize {
 }
 
 /// The server's answer to a namespace connect: `40/api,{"sid":"..."}`, or
-/// `40{"sid":"..."}` for the default namespace. `sid` is the socket id the client reports.
-pub fn encode_connect(ns: &str, sid: &str) -> String {
-    let mut out = start('0', ns, 12 + sid.len());
+/// `40{"sid":"..."}` for the default namespace. `sid` is the socket id the client reports;
+/// `pid`, when given, is the page id of Socket.IO's connection state recovery, which
+/// socket.io-client (4.6 and later) sends back as `{"pid","offset"}` in the namespace
+/// connect of its next reconnection: `40/api,{"sid":"...","pid":"..."}`.
+pub fn encode_connect(ns: &str, sid: &str, pid: Option<&str>) -> String {
+    let mut out = start('0', ns, 22 + sid.len() + pid.map_or(0, str::len));
     out.push_str("{\"sid\":");
     push_json_str(&mut out, sid);
+    if let Some(pid) = pid {
+        out.push_str(",\"pid\":");
+        push_json_str(&mut out, pid);
+    }
     out.push('}');
     out
 }

@@ -431,8 +431,15 @@ fn kind_digits() {
 #[test]
 fn encoders_exact() {
     let payload = json!({"userId": "u1", "room": {"roomId": "fxa3x"}});
-    assert_eq!(encode_connect("/api", "abc"), r#"40/api,{"sid":"abc"}"#);
-    assert_eq!(encode_connect("/", "abc"), r#"40{"sid":"abc"}"#);
+    assert_eq!(
+        encode_connect("/api", "abc", None),
+        r#"40/api,{"sid":"abc"}"#
+    );
+    assert_eq!(encode_connect("/", "abc", None), r#"40{"sid":"abc"}"#);
+    assert_eq!(
+        encode_connect("/api", "abc", Some("p1")),
+        r#"40/api,{"sid":"abc","pid":"p1"}"#
+    );
     assert_eq!(
         encode_connect_error("/api", "Room not found"),
         r#"44/api,{"message":"Room not found"}"#
@@ -514,8 +521,13 @@ fn round_trips() {
         let p = frame(&encode_ack(ns, 7, &[&payload])).unwrap();
         assert_eq!(p, packet(SioKind::Ack, ns, Some(7), Some(json!([payload]))));
         assert_eq!(
-            frame(&encode_connect(ns, "s")).unwrap(),
-            packet(SioKind::Connect, ns, None, Some(json!({"sid": "s"})))
+            frame(&encode_connect(ns, "s", Some("p"))).unwrap(),
+            packet(
+                SioKind::Connect,
+                ns,
+                None,
+                Some(json!({"sid": "s", "pid": "p"}))
+            )
         );
         let p = frame(&encode_connect_error(ns, "m")).unwrap();
         assert_eq!(

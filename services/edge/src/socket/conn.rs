@@ -8,11 +8,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures::StreamExt;
 use p2piano_bus::Headers;
-use p2piano_protocol::presence::{Connect, Disconnect};
+use p2piano_protocol::presence::{Connect, Disconnect, is_page_id};
 use p2piano_protocol::relay::{Relay, RelayKind};
 use p2piano_protocol::rpc::{JoinRoom, LeaveRoom, UpdateUser};
 use p2piano_protocol::{
@@ -44,6 +44,15 @@ pub struct Handshake {
 /// A protocol violation: close the socket with this WebSocket code.
 struct Fatal(u16, &'static str);
 
+/// Whether a close frame from the client says that its page went away: 1000 (a normal
+/// close) or 1001 (going away: the browser closes a page's sockets with it on unload,
+/// reload and navigation). Any other close, a close frame without a code (engine.io-client
+/// closes with none after its own ping timeout), or a transport that ended without a close
+/// frame is a lost transport, which the grace period covers.
+fn page_went_away(frame: Option<&CloseFrame>) -> bool {
+    matches!(frame, Some(f) if f.code == 1000 || f.code == 1001)
+}
+
 struct Joined {
     room: Arc<LocalRoom>,
 }
@@ -55,6 +64,17 @@ struct Conn {
     handshake: Handshake,
     dialect: Option<Dialect>,
     session: Option<(SessionId, UserId)>,
+    /// The page id the client presented in its namespace connect (connection state
+    /// recovery), until presence answers with the page id of this socket.
+    claimed_pid: Option<String>,
+    /// The page id presence gave this socket, sent in the namespace connect reply.
+    pid: Option<String>,
+    /// Set when the client closed its page (a close frame 1000/1001, or an Engine.IO close
+    /// packet): the membership ends at once instead of after the grace period.
+    page_gone: bool,
+    /// Since when the socket has been without a namespace (from its open, or from a
+    /// Socket.IO disconnect): the namespace-connect deadline counts from here.
+    unconnected_since: Instant,
     joined: Option<Joined>,
     limits: Limits,
     assembling: Option<BinaryAssembly>,
@@ -103,18 +123,21 @@ pub async fn run(edge: Arc<Edge>, socket: WebSocket, handshake: Handshake) {
         handshake,
         dialect: None,
         session: None,
+        claimed_pid: None,
+        pid: None,
+        page_gone: false,
+        unconnected_since: Instant::now(),
         joined: None,
         limits: Limits::new(),
         assembling: None,
         replaced,
     };
     let closing = outbox.closed_token();
-    let opened = Instant::now();
     let silence = settings.ping_interval + settings.ping_timeout;
     let mut last_heard = Instant::now();
     loop {
         let deadline = if conn.dialect.is_none() {
-            (opened + settings.connect_timeout).min(last_heard + silence)
+            (conn.unconnected_since + settings.connect_timeout).min(last_heard + silence)
         } else {
             last_heard + silence
         };
@@ -127,7 +150,11 @@ pub async fn run(edge: Arc<Edge>, socket: WebSocket, handshake: Handshake) {
             msg = stream.next() => msg,
         };
         let result = match msg {
-            None | Some(Ok(Message::Close(_))) => break,
+            None => break,
+            Some(Ok(Message::Close(frame))) => {
+                conn.page_gone = page_went_away(frame.as_ref());
+                break;
+            }
             Some(Err(e)) => Err(classify(&e)),
             Some(Ok(Message::Text(text))) => conn.on_text(text.as_str()).await,
             Some(Ok(Message::Binary(data))) => conn.on_binary(data).await,
@@ -182,7 +209,10 @@ impl Conn {
                 return Ok(());
             }
             Ok(EioPacket::Pong(_) | EioPacket::Noop | EioPacket::Upgrade) => return Ok(()),
-            Ok(EioPacket::Close) => return Err(Fatal(1000, "client closed")),
+            Ok(EioPacket::Close) => {
+                self.page_gone = true;
+                return Err(Fatal(1000, "client closed"));
+            }
             Ok(EioPacket::Open) => return Err(Fatal(1002, "unexpected open packet")),
             Err(_) => return Err(Fatal(1002, "not an Engine.IO packet")),
         };
@@ -224,7 +254,7 @@ impl Conn {
                     .dialect
                     .is_some_and(|d| d.namespace() == packet.namespace)
                 {
-                    Box::pin(self.leave(true)).await;
+                    Box::pin(self.leave_namespace()).await;
                 }
                 Ok(())
             }
@@ -297,12 +327,18 @@ impl Conn {
         if self.dialect.is_some() {
             return self.connect_error(ns, "Already connected").await;
         }
-        let explicit = packet
-            .data
-            .as_ref()
-            .and_then(|d| d.get("sessionId"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let field = |name: &str| {
+            packet
+                .data
+                .as_ref()
+                .and_then(|d| d.get(name))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let explicit = field("sessionId");
+        // Connection state recovery: socket.io-client sends back the `pid` of its last
+        // connect reply (and an `offset`, unused: see docs/protocol.md).
+        self.claimed_pid = field("pid").filter(|p| is_page_id(p));
         let session = match self
             .edge
             .auth
@@ -347,9 +383,13 @@ impl Conn {
             Err(e) => return self.connect_error(ns, &client_join_message(&e)).await,
         };
         self.dialect = Some(Dialect::Client);
-        self.edge.set_dialect(&self.sid, Dialect::Client);
-        self.send(Utf8Bytes::from(sio::encode_connect(ns, &self.sid)))
-            .await;
+        self.edge.set_dialect(&self.sid, Some(Dialect::Client));
+        self.send(Utf8Bytes::from(sio::encode_connect(
+            ns,
+            &self.sid,
+            self.pid.as_deref(),
+        )))
+        .await;
         let me = reply.user.id.clone();
         let welcome = json!({"userId": me, "room": reply.room.to_client()});
         self.send(Dialect::Client.event("ROOM_JOIN", Some(&welcome)))
@@ -368,14 +408,20 @@ impl Conn {
             edge_id: self.edge.edge_id.clone(),
             conn_id: self.sid.to_string(),
             room_code: None,
+            pid: self.claimed_pid.clone(),
         };
-        if let Err(e) = self.edge.rpc.connect(&req).await {
-            return self.connect_error(ns, &e.message).await;
+        match self.edge.rpc.connect(&req).await {
+            Ok(reply) => self.pid = reply.pid,
+            Err(e) => return self.connect_error(ns, &e.message).await,
         }
         self.dialect = Some(Dialect::Service);
-        self.edge.set_dialect(&self.sid, Dialect::Service);
-        self.send(Utf8Bytes::from(sio::encode_connect(ns, &self.sid)))
-            .await;
+        self.edge.set_dialect(&self.sid, Some(Dialect::Service));
+        self.send(Utf8Bytes::from(sio::encode_connect(
+            ns,
+            &self.sid,
+            self.pid.as_deref(),
+        )))
+        .await;
     }
 
     /// Subscribes the edge to the room, registers the socket with presence, and joins.
@@ -396,13 +442,16 @@ impl Conn {
             .await
             .map_err(|_| ErrorBody::new(ErrorCode::Unavailable, "service unavailable"))?;
         let result = async {
+            // A socket that already has its page id (a service-dialect socket joining a
+            // room) presents it, so that presence keeps it; else the one the client claimed.
             let connect = Connect {
                 session_id: session,
                 edge_id: self.edge.edge_id.clone(),
                 conn_id: self.sid.to_string(),
                 room_code: Some(code.clone()),
+                pid: self.pid.clone().or_else(|| self.claimed_pid.clone()),
             };
-            self.edge.rpc.connect(&connect).await?;
+            self.pid = self.edge.rpc.connect(&connect).await?.pid;
             let join = JoinRoom {
                 code: code.clone(),
                 user_id: user,
@@ -455,9 +504,30 @@ impl Conn {
         }
     }
 
-    /// The socket is gone: stop its room traffic and tell presence (unless replaced).
+    /// The socket is gone: stop its room traffic and tell presence (unless replaced): the
+    /// member leaves at once if its page went away, else after the grace period.
     async fn finish(&mut self) {
         self.leave(false).await;
+        self.disconnect(self.page_gone).await;
+    }
+
+    /// A Socket.IO disconnect from the client (`41<ns>`): the page is done with the
+    /// namespace, so its member leaves at once. The WebSocket stays open, and the client may
+    /// connect to a namespace again.
+    async fn leave_namespace(&mut self) {
+        self.leave(false).await;
+        self.disconnect(true).await;
+        self.dialect = None;
+        self.edge.set_dialect(&self.sid, None);
+        self.claimed_pid = None;
+        self.pid = None;
+        self.unconnected_since = Instant::now();
+    }
+
+    /// Tells presence that this socket is done with its session (unless it was replaced or
+    /// never connected to a namespace): `leave` ends the membership now, else the grace
+    /// period starts.
+    async fn disconnect(&mut self, leave: bool) {
         if self.replaced.load(Ordering::Relaxed) || self.dialect.is_none() {
             return;
         }
@@ -466,6 +536,7 @@ impl Conn {
                 session_id: session,
                 edge_id: self.edge.edge_id.clone(),
                 conn_id: self.sid.to_string(),
+                leave,
             };
             if let Err(e) = self.edge.rpc.disconnect(&req).await {
                 tracing::warn!(error = %e, "presence not told of a closed socket; its edge heartbeat covers it");
@@ -566,7 +637,13 @@ impl Conn {
             } => {
                 let room = self.room()?;
                 let to = match to {
-                    Some(list) => Some(self.same_room(name, &room, list).await?),
+                    Some(list) => {
+                        let members = self.same_room(dialect, name, &room, list, me).await?;
+                        if members.is_empty() {
+                            return Ok(None);
+                        }
+                        Some(members)
+                    }
                     None => None,
                 };
                 let relay = Relay {
@@ -581,8 +658,12 @@ impl Conn {
             }
             Action::Signal { to, signal } => {
                 let room = self.room()?;
-                if !room.is_member(&to) {
-                    return Err(Refusal::forbidden("target is not a member of your room"));
+                if self
+                    .same_room(dialect, name, &room, vec![to.clone()], me)
+                    .await?
+                    .is_empty()
+                {
+                    return Ok(None);
                 }
                 let relay = Relay {
                     from: me.clone(),
@@ -664,25 +745,47 @@ impl Conn {
             .ok_or_else(|| Refusal::forbidden("join a room first"))
     }
 
-    /// Keeps the targets that are members of the room; reports the others to the sender.
+    /// Keeps the targets that are members of the room, other than the sender (nothing is
+    /// ever relayed back to its sender, whatever the targets say). Targets outside the room
+    /// are dropped: quietly in the client dialect, whose web client keeps addressing players
+    /// for a while after they left (counted, logged at debug), and reported to the sender in
+    /// the service dialect, whose clients ask for acknowledgements (an error when no target
+    /// is left).
     async fn same_room(
         &self,
+        dialect: Dialect,
         name: &str,
         room: &LocalRoom,
         targets: Vec<UserId>,
+        me: &UserId,
     ) -> Result<Vec<UserId>, Refusal> {
-        let (members, outsiders): (Vec<UserId>, Vec<UserId>) =
-            targets.into_iter().partition(|t| room.is_member(t));
-        if !outsiders.is_empty() {
-            let refusal = Refusal::forbidden(format!(
-                "{} target(s) are not members of your room",
-                outsiders.len()
-            ));
-            if members.is_empty() {
-                return Err(refusal);
-            }
-            self.refuse(name, None, refusal).await;
+        let (members, outsiders): (Vec<UserId>, Vec<UserId>) = targets
+            .into_iter()
+            .filter(|t| t != me)
+            .partition(|t| room.is_member(t));
+        if outsiders.is_empty() {
+            return Ok(members);
         }
+        if dialect == Dialect::Client {
+            self.edge
+                .metrics
+                .dropped_targets
+                .inc_by(outsiders.len() as u64);
+            tracing::debug!(
+                event = events::known_event(name),
+                dropped = outsiders.len(),
+                "targets outside the room dropped"
+            );
+            return Ok(members);
+        }
+        let refusal = Refusal::forbidden(format!(
+            "{} target(s) are not members of your room",
+            outsiders.len()
+        ));
+        if members.is_empty() {
+            return Err(refusal);
+        }
+        self.refuse(name, None, refusal).await;
         Ok(members)
     }
 

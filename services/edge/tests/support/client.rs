@@ -14,6 +14,9 @@ pub struct SioClient {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub ns: String,
     pub open: Value,
+    /// The page id of the last namespace connect reply (connection state recovery): a
+    /// reconnecting client presents it as `{"pid"}` to be the same page coming back.
+    pub pid: Option<String>,
 }
 
 /// What the server sent, as a test sees it.
@@ -72,6 +75,7 @@ impl SioClient {
             ws,
             ns: "/".into(),
             open: Value::Null,
+            pid: None,
         };
         let first = c.raw().await.expect("open packet");
         let open = first.strip_prefix('0').expect("Engine.IO open");
@@ -88,7 +92,11 @@ impl SioClient {
             None => format!("40{prefix}"),
         };
         self.send_raw(&frame).await;
-        self.next().await
+        let got = self.next().await;
+        if let Got::Connected(reply) = &got {
+            self.pid = reply["pid"].as_str().map(str::to_owned);
+        }
+        got
     }
 
     fn prefix(&self) -> String {
@@ -219,7 +227,25 @@ impl SioClient {
         }
     }
 
+    /// Closes with a close frame that carries no code (the server sees 1005), as
+    /// engine.io-client does after its own ping timeout.
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
+    }
+
+    /// Closes with a close frame with `code`: 1001 is what a browser sends when its page
+    /// unloads (a reload, a closed tab, a navigation).
+    pub async fn close_with(mut self, code: u16) {
+        let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: code.into(),
+            reason: "".into(),
+        };
+        let _ = self.ws.close(Some(frame)).await;
+    }
+
+    /// Drops the TCP connection without a close frame: a lost transport as the server sees
+    /// a network drop.
+    pub fn drop_transport(self) {
+        drop(self);
     }
 }

@@ -198,6 +198,16 @@ impl Cluster {
     }
 }
 
+/// The value of the series `name` (without labels) in the edge's `/metrics`, 0 when absent.
+pub async fn metric(port: u16, name: &str) -> f64 {
+    let r = request(port, "GET", "/metrics", &[], None).await;
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for s in self.stops.iter().chain(&self.edge_stops) {

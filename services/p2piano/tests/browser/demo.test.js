@@ -140,6 +140,21 @@ class Side {
     page.on('requestfailed', (r) =>
       this.logs.push(`[requestfailed] ${r.method()} ${r.url()}: ${r.failure()?.errorText}`),
     );
+    // Membership events the page's sockets receive (`42["user-left",{...}]`), in order.
+    this.membership = [];
+    page.on('websocket', (ws) =>
+      ws.on('framereceived', ({ payload }) => {
+        const m = typeof payload === 'string' && /^42(\[.*)$/s.exec(payload);
+        if (!m) return;
+        try {
+          const [name, data] = JSON.parse(m[1]);
+          if (name === 'user-joined') this.membership.push(`${name}:${data.user.id}`);
+          if (name === 'user-left') this.membership.push(`${name}:${data.userId}`);
+        } catch {
+          // Not an event of ours.
+        }
+      }),
+    );
   }
 
   /** Waits until `document.body.dataset.state` is `want`; fails at once on `error`. */
@@ -167,6 +182,15 @@ class Side {
   /** Waits for an element matching `selector` to be attached to the DOM. */
   async waitFor(selector) {
     await this.page.locator(selector).first().waitFor({ state: 'attached', timeout: WAIT_MS });
+  }
+}
+
+/** Polls `cond` (a condition of the test process, every 50 ms) until it holds, for WAIT_MS. */
+async function until(cond, what) {
+  const deadline = Date.now() + WAIT_MS;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
 
@@ -345,6 +369,56 @@ async function main() {
   await a.page.screenshot({ path: shot, fullPage: true });
   await b.page.evaluate(() => window.p2piano.releaseNote(64));
   await a.waitFor(`#received li[data-note="64"][data-from="${idB}"][data-kind="up"][data-via="p2p"]`);
+
+  step = 'reload';
+  // B reloads its page: the browser closes the socket (1001) and the new page joins the same
+  // room again with the same session. A hears a leave and a join, drops its link to B's old
+  // page, and the new page connects to A over WebRTC again.
+  a.membership.length = 0;
+  const connectionsOfA = () => a.page.evaluate(() => (window.__peerConnections || []).length);
+  const before = await connectionsOfA();
+  await b.page.reload();
+  await b.waitState('idle');
+  if ((await b.page.locator('#code').inputValue()) !== code) {
+    throw new Error('the reloaded page did not keep the room code from its address');
+  }
+  await b.page.locator('#join').click();
+  await b.waitState('joined');
+  if ((await b.me()) !== idB) throw new Error('the reloaded page has another user id');
+  // A hears of B's new page, and builds a new peer connection to it (B's new page offers).
+  await until(() => a.membership.includes(`user-joined:${idB}`), `A hearing B join again`);
+  await a.page.waitForFunction((n) => (window.__peerConnections || []).length > n, before, {
+    timeout: WAIT_MS,
+  });
+  await Promise.all([
+    a.waitFor(`#peers li[data-peer="${idB}"][data-channel="open"]`),
+    b.waitFor(`#peers li[data-peer="${idA}"][data-channel="open"]`),
+  ]);
+  const seenByA = a.membership;
+  if (seenByA.join(',') !== `user-left:${idB},user-joined:${idB}`) {
+    throw new Error(`A heard ${JSON.stringify(seenByA)} for B's reload, not a leave then a join`);
+  }
+
+  step = 'note-after-reload';
+  // One note from the new page over the new channel, then a second one as a marker: once
+  // the marker is in, the first note has arrived exactly once.
+  await b.page.evaluate(() => window.p2piano.sendNote(65, 80));
+  await b.page.evaluate(() => window.p2piano.sendNote(67, 80));
+  await a.waitFor(
+    `#received li[data-note="67"][data-from="${idB}"][data-kind="down"][data-via="p2p"]`,
+  );
+  const copies = await a.page
+    .locator(`#received li[data-note="65"][data-from="${idB}"][data-kind="down"]`)
+    .count();
+  if (copies !== 1) throw new Error(`A received B's note ${copies} times after the reload`);
+  const via65 = await a.page
+    .locator(`#received li[data-note="65"][data-from="${idB}"][data-kind="down"]`)
+    .getAttribute('data-via');
+  if (via65 !== 'p2p') throw new Error(`B's note after the reload came via ${via65}, not p2p`);
+  await b.page.evaluate(() => {
+    window.p2piano.releaseNote(65);
+    window.p2piano.releaseNote(67);
+  });
 
   step = 'no-page-errors';
   for (const side of sides) {

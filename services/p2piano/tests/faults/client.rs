@@ -198,14 +198,20 @@ pub enum JoinError {
     Transport(String),
 }
 
-/// Opens a socket to edge `port` and connects to room `code` with session `cookie`: the
-/// socket and the player's user id (from `ROOM_JOIN`).
+/// A socket that joined: the socket, the player's user id (from `ROOM_JOIN`) and the page
+/// id of the connect reply.
+pub type Joined = (Ws, String, Option<String>);
+
+/// Opens a socket to edge `port` and connects to room `code` with session `cookie`, as the
+/// page `pid` when given (connection state recovery, as socket.io-client reconnects), else
+/// as a new page.
 pub async fn join_raw(
     port: u16,
     code: &str,
     cookie: &str,
     recv_buffer: Option<u32>,
-) -> Result<(Ws, String), JoinError> {
+    pid: Option<&str>,
+) -> Result<Joined, JoinError> {
     let t = |e: &dyn std::fmt::Display| JoinError::Transport(e.to_string());
     let url = format!(
         "ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket&roomId={code}&displayName=P"
@@ -229,11 +235,21 @@ pub async fn join_raw(
     if !open.starts_with('0') {
         return Err(JoinError::Transport(format!("expected open, got {open}")));
     }
-    ws.send(Message::Text("40/api,".into()))
+    let connect = match pid {
+        Some(pid) => format!("40/api,{}", json!({"pid": pid, "offset": null})),
+        None => "40/api,".to_owned(),
+    };
+    ws.send(Message::Text(connect.into()))
         .await
         .map_err(|e| t(&e))?;
+    let mut page = None;
     loop {
         let frame = next_text(&mut ws).await?;
+        if let Some(reply) = frame.strip_prefix("40/api,") {
+            let v: Value = serde_json::from_str(reply).unwrap_or(Value::Null);
+            page = v["pid"].as_str().map(str::to_owned);
+            continue;
+        }
         if let Some(err) = frame.strip_prefix("44/api,") {
             let v: Value = serde_json::from_str(err).unwrap_or(Value::Null);
             return Err(JoinError::Refused(
@@ -244,7 +260,7 @@ pub async fn join_raw(
             let v: Value = serde_json::from_str(event).map_err(|e| t(&e))?;
             if v[0] == "ROOM_JOIN" {
                 let me = v[1]["userId"].as_str().unwrap_or_default().to_owned();
-                return Ok((ws, me));
+                return Ok((ws, me, page));
             }
         }
     }
@@ -271,6 +287,9 @@ async fn next_text(ws: &mut Ws) -> Result<String, JoinError> {
 /// A joined player whose frames a task of its own reads into [`Player::rx`].
 pub struct Player {
     pub user_id: String,
+    /// The page id the server gave this socket: a reconnect that presents it is the same
+    /// page coming back (see [`Player::join_page`]).
+    pub pid: Option<String>,
     pub cookie: String,
     pub code: String,
     sink: Sink,
@@ -313,15 +332,39 @@ pub fn seq_of(data: &Value) -> u64 {
 }
 
 impl Player {
-    /// Joins room `code` on edge `port` with session `cookie`.
+    /// Joins room `code` on edge `port` with session `cookie`, as a new page.
     pub async fn join(port: u16, code: &str, cookie: &str) -> Result<Player, JoinError> {
-        let (ws, user_id) = join_raw(port, code, cookie, None).await?;
-        Ok(Self::reading(ws, user_id, code, cookie))
+        Self::join_page(port, code, cookie, None).await
     }
 
-    /// Joins and panics on failure or after 30 s.
+    /// Joins as page `pid` when given: socket.io-client's reconnection after a lost
+    /// transport, which the server announces to nobody within the grace period.
+    pub async fn join_page(
+        port: u16,
+        code: &str,
+        cookie: &str,
+        pid: Option<&str>,
+    ) -> Result<Player, JoinError> {
+        Ok(Self::reading(
+            join_raw(port, code, cookie, None, pid).await?,
+            code,
+            cookie,
+        ))
+    }
+
+    /// Joins as a new page and panics on failure or after 30 s.
     pub async fn must_join(port: u16, code: &str, cookie: &str) -> Player {
-        match tokio::time::timeout(Duration::from_secs(30), Self::join(port, code, cookie)).await {
+        Self::must_join_page(port, code, cookie, None).await
+    }
+
+    /// [`Player::join_page`], panicking on failure or after 30 s.
+    pub async fn must_join_page(port: u16, code: &str, cookie: &str, pid: Option<&str>) -> Player {
+        match tokio::time::timeout(
+            Duration::from_secs(30),
+            Self::join_page(port, code, cookie, pid),
+        )
+        .await
+        {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => panic!("join {code} on :{port} failed: {e:?}"),
             Err(_) => panic!("join {code} on :{port}: no answer within 30 s"),
@@ -329,7 +372,7 @@ impl Player {
     }
 
     /// Starts the reader task of a joined socket.
-    pub fn reading(ws: Ws, user_id: String, code: &str, cookie: &str) -> Player {
+    pub fn reading((ws, user_id, pid): Joined, code: &str, cookie: &str) -> Player {
         let (sink, mut stream) = ws.split();
         let sink: Sink = Arc::new(Mutex::new(sink));
         let (tx, rx) = mpsc::unbounded_channel();
@@ -375,6 +418,7 @@ impl Player {
         });
         Player {
             user_id,
+            pid,
             cookie: cookie.to_owned(),
             code: code.to_owned(),
             sink,

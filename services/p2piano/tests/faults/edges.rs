@@ -253,8 +253,10 @@ async fn edge_sigterm_drains_without_leave_or_join() {
                 let Got::Closed(code, at) = closed else {
                     panic!("a Socket.IO disconnect instead of a transport close: {closed:?}");
                 };
-                // Like socket.io-client: reconnect at once, with the same cookie, elsewhere.
-                let back = Player::must_join(stays, &m.code, &m.cookie).await;
+                // Like socket.io-client: reconnect at once, with the same cookie and the
+                // page id it was given, elsewhere.
+                let back =
+                    Player::must_join_page(stays, &m.code, &m.cookie, m.pid.as_deref()).await;
                 assert_eq!(back.user_id, m.user_id, "the same session, the same user");
                 (code, at, Instant::now(), back)
             })

@@ -54,20 +54,20 @@ fn percentiles(d: &mut [Duration]) -> (u128, u128, u128) {
     (at(50), at(99), d.last().map_or(0, Duration::as_millis))
 }
 
-/// Joins every (cookie, code) on `port`, `in_flight` at a time, each within `ONE_WITHIN`:
-/// the players (in input order) or the failures, and each join's latency.
+/// Joins every (cookie, code, page id) on `port`, `in_flight` at a time, each within
+/// `ONE_WITHIN`: the players (in input order) or the failures, and each join's latency. A
+/// page id makes the join the same page coming back (as socket.io-client reconnects).
 async fn join_all(
     port: u16,
-    who: Vec<(String, String)>,
+    who: Vec<(String, String, Option<String>)>,
     in_flight: usize,
 ) -> (Vec<Result<Player, String>>, Vec<Duration>) {
     let mut results: Vec<(usize, Result<Player, String>, Duration)> =
         futures::stream::iter(who.into_iter().enumerate())
-            .map(|(i, (cookie, code))| async move {
+            .map(|(i, (cookie, code, pid))| async move {
                 let started = Instant::now();
-                let r = match tokio::time::timeout(ONE_WITHIN, Player::join(port, &code, &cookie))
-                    .await
-                {
+                let join = Player::join_page(port, &code, &cookie, pid.as_deref());
+                let r = match tokio::time::timeout(ONE_WITHIN, join).await {
                     Ok(Ok(p)) => Ok(p),
                     Ok(Err(JoinError::Refused(m))) => Err(format!("refused: {m}")),
                     Ok(Err(JoinError::Transport(m))) => Err(format!("transport: {m}")),
@@ -137,7 +137,12 @@ async fn storm_of_5000_reconnects() {
 
     // Everyone joins on the edge that will die.
     let phase = Instant::now();
-    let (mut joined, mut join_latency) = join_all(doomed, who.clone(), SETUP_IN_FLIGHT).await;
+    let new_pages = |who: &[(String, String)]| -> Vec<(String, String, Option<String>)> {
+        who.iter()
+            .map(|(c, r)| (c.clone(), r.clone(), None))
+            .collect()
+    };
+    let (mut joined, mut join_latency) = join_all(doomed, new_pages(&who), SETUP_IN_FLIGHT).await;
     // Setup, not the test: a first join that met the store timeout on this busy machine is
     // tried again (counted and printed).
     let mut retried = 0;
@@ -147,8 +152,12 @@ async fn storm_of_5000_reconnects() {
             break;
         }
         retried += again.len();
-        let (second, _) =
-            join_all(doomed, again.iter().map(|i| who[*i].clone()).collect(), 8).await;
+        let (second, _) = join_all(
+            doomed,
+            new_pages(&again.iter().map(|i| who[*i].clone()).collect::<Vec<_>>()),
+            8,
+        )
+        .await;
         for (i, r) in again.into_iter().zip(second) {
             joined[i] = r;
         }
@@ -175,6 +184,12 @@ async fn storm_of_5000_reconnects() {
         join_time.as_secs_f64()
     );
     let user_ids: Vec<String> = players.iter().map(|p| p.user_id.clone()).collect();
+    // Each comes back as the page it was (its page id), as socket.io-client reconnects.
+    let pages: Vec<(String, String, Option<String>)> = who
+        .iter()
+        .zip(&players)
+        .map(|((c, r), p)| (c.clone(), r.clone(), p.pid.clone()))
+        .collect();
 
     // Every socket drops at once.
     // When presence has moved every socket of the dead edge to its grace period (the
@@ -186,7 +201,7 @@ async fn storm_of_5000_reconnects() {
     let killed = Instant::now();
     d.edges[0].kill();
     drop(players);
-    let (back, mut latency) = join_all(stays, who.clone(), IN_FLIGHT).await;
+    let (back, mut latency) = join_all(stays, pages, IN_FLIGHT).await;
     let storm = killed.elapsed();
     let failed: Vec<&String> = back.iter().filter_map(|r| r.as_ref().err()).collect();
     let (p50, p99, max) = percentiles(&mut latency);

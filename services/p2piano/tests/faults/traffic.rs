@@ -49,7 +49,7 @@ async fn slow_consumer_and_flooder_do_not_hurt_the_room() {
     let sender = Player::must_join(e1, &code, &cookie_s).await;
     // The receiver and the slow consumer share an edge (and its delivery of the room).
     let mut receiver = Player::must_join(e2, &code, &cookies[0]).await;
-    let (slow_ws, slow_id) = join_raw(e2, &code, &cookies[1], Some(4096))
+    let (slow_ws, slow_id, _) = join_raw(e2, &code, &cookies[1], Some(4096), None)
         .await
         .expect("the slow consumer joins");
     let mut flooder = Player::must_join(e1, &code, &cookies[2]).await;

@@ -91,8 +91,7 @@ impl Seat {
         Client::join(
             &ctx.sources,
             target,
-            &self.code,
-            &self.cookie,
+            (&self.code, &self.cookie, None),
             &name,
             JOIN_TIMEOUT,
         )

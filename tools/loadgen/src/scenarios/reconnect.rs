@@ -199,11 +199,12 @@ async fn client_task(
             let left = give_up.saturating_duration_since(Instant::now());
             let target = &sh.ctx.targets[at];
             let name = format!("lg{}", seat.index);
+            // Back as the same page, with the page id it was given, as socket.io-client
+            // reconnects: within the grace period that is announced to nobody.
             let join = Client::join(
                 &sh.ctx.sources,
                 target,
-                &seat.code,
-                &seat.cookie,
+                (&seat.code, &seat.cookie, client.pid.as_deref()),
                 &name,
                 left.min(JOIN_TIMEOUT),
             );
