@@ -191,7 +191,7 @@ impl Application {
         let beats_stop = CancellationToken::new();
         let beats = self.link.spawn_heartbeats(
             self.heartbeat,
-            self.edge.connections.clone(),
+            self.edge.vitals.clone(),
             beats_stop.clone(),
         );
         let http_stop = CancellationToken::new();
@@ -207,7 +207,7 @@ impl Application {
         tracing::info!("edge draining");
         self.edge.draining.store(true, Ordering::Relaxed);
         beats_stop.cancel();
-        let _ = beats.await;
+        beats.finished().await;
         self.edge.drain(self.drain_budget).await;
         http_stop.cancel();
         if let Err(e) = server.await {

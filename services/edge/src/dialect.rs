@@ -1,4 +1,4 @@
-//! The two dialects of PROTOCOL.md at the edge's outermost layer: how a membership event,
+//! The two dialects of docs/protocol.md at the edge's outermost layer: how a membership event,
 //! a relayed event or an error is written for a client of each.
 //!
 //! - [`Dialect::Client`]: the p2piano web client, namespace `/api`, upper-case events;

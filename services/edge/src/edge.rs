@@ -2,12 +2,15 @@
 //! the table of open sockets (for presence's replace commands and for the drain).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use p2piano_protocol::presence::EdgeControl;
+use p2piano_presence::edge_link::EdgeVitals;
+use p2piano_protocol::presence::{
+    EdgeControl, HeldSocket, RESYNC_PART, Resync, digest_bucket, digest_of,
+};
 use tokio_util::task::TaskTracker;
 
 use crate::dialect::Dialect;
@@ -31,7 +34,7 @@ pub struct SocketSettings {
     /// Most binary attachments per packet.
     pub max_attachments: usize,
     /// Frames a socket's outbound queue holds before relayed events to it are dropped
-    /// (the slow-consumer policy of DESIGN.md). Tests lower it to reach the policy with
+    /// (the slow-consumer policy of docs/architecture.md). Tests lower it to reach the policy with
     /// little traffic.
     pub outbox_capacity: usize,
     /// How long a client may take to send a request's headers (from the connection's
@@ -63,6 +66,9 @@ pub struct SocketEntry {
     pub dialect: Option<Dialect>,
     /// Set when presence replaced it: its close is then no departure.
     pub replaced: Arc<AtomicBool>,
+    /// What presence knows of it, from the answer to its connect until its disconnect is
+    /// sent: what the edge re-asserts when presence asks.
+    pub held: Option<HeldSocket>,
 }
 
 /// State shared by every socket and route of one edge.
@@ -81,8 +87,9 @@ pub struct Edge {
     pub settings: SocketSettings,
     /// Metrics.
     pub metrics: EdgeMetrics,
-    /// Open sockets (read by the heartbeat).
-    pub connections: Arc<AtomicU64>,
+    /// What the heartbeats report: open sockets, the digest of those presence knows of,
+    /// the generation last re-asserted.
+    pub vitals: Arc<EdgeVitals>,
     /// True once the drain began: no new sockets, readiness 503.
     pub draining: Arc<AtomicBool>,
     sockets: Mutex<HashMap<Arc<str>, SocketEntry>>,
@@ -109,7 +116,7 @@ impl Edge {
             cors_origins,
             settings,
             metrics,
-            connections: Arc::new(AtomicU64::new(0)),
+            vitals: Arc::new(EdgeVitals::default()),
             draining: Arc::new(AtomicBool::new(false)),
             sockets: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
@@ -123,7 +130,7 @@ impl Edge {
     /// Registers a new socket.
     pub fn register(&self, id: Arc<str>, entry: SocketEntry) {
         self.table().insert(id, entry);
-        self.connections.fetch_add(1, Ordering::Relaxed);
+        self.vitals.connections.fetch_add(1, Ordering::Relaxed);
         self.metrics.connections.inc();
     }
 
@@ -136,10 +143,33 @@ impl Edge {
 
     /// Forgets a closed socket.
     pub fn unregister(&self, id: &str) {
-        if self.table().remove(id).is_some() {
-            self.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(entry) = self.table().remove(id) {
+            if entry.held.is_some() {
+                self.vitals.release(id);
+            }
+            self.vitals.connections.fetch_sub(1, Ordering::Relaxed);
             self.metrics.connections.dec();
         }
+    }
+
+    /// Whether presence knows of socket `id` (`None` for an unknown socket).
+    pub fn table_held(&self, id: &str) -> Option<bool> {
+        self.table().get(id).map(|e| e.held.is_some())
+    }
+
+    /// Records what presence now knows of socket `id` (`None`: nothing, its disconnect is
+    /// on its way), keeping the heartbeat's digest in step.
+    pub fn set_held(&self, id: &str, held: Option<HeldSocket>) {
+        let mut table = self.table();
+        let Some(entry) = table.get_mut(id) else {
+            return;
+        };
+        match (&entry.held, &held) {
+            (None, Some(_)) => self.vitals.hold(id),
+            (Some(_), None) => self.vitals.release(id),
+            _ => {}
+        }
+        entry.held = held;
     }
 
     /// Carries out presence's commands for this edge until the stream ends.
@@ -150,8 +180,70 @@ impl Edge {
         while let Some(cmd) = control.next().await {
             match cmd {
                 EdgeControl::Replace { conn_id } => self.replace(&conn_id).await,
+                EdgeControl::Resync {
+                    generation,
+                    before,
+                    buckets,
+                } => {
+                    let edge = self.clone();
+                    tokio::spawn(async move { edge.resync(generation, before, buckets).await });
+                }
             }
         }
+    }
+
+    /// Re-asserts the sockets presence knows of (those of `buckets`, or all) in parts, then
+    /// reports `generation` in its heartbeats; sockets presence says were replaced meanwhile
+    /// are closed as replaced.
+    #[tracing::instrument(skip(self))]
+    async fn resync(self: Arc<Self>, generation: u64, before: u64, buckets: Option<Vec<u8>>) {
+        let in_buckets = |conn: &str| {
+            buckets
+                .as_ref()
+                .is_none_or(|b| b.contains(&(digest_bucket(digest_of(conn)) as u8)))
+        };
+        let held: Vec<HeldSocket> = self
+            .table()
+            .iter()
+            .filter(|(id, e)| e.held.is_some() && in_buckets(id))
+            .filter_map(|(_, e)| e.held.clone())
+            .collect();
+        let ids: Vec<String> = held.iter().map(|h| h.conn_id.clone()).collect();
+        let parts: Vec<Vec<HeldSocket>> = held.chunks(RESYNC_PART).map(<[_]>::to_vec).collect();
+        let last = parts.len().saturating_sub(1);
+        let mut stale = Vec::new();
+        for (i, sockets) in parts
+            .into_iter()
+            .chain(
+                // Nothing held: one empty part still carries the (empty) list.
+                std::iter::once(Vec::new()).filter(|_| ids.is_empty()),
+            )
+            .enumerate()
+        {
+            let req = Resync {
+                edge_id: self.edge_id.clone(),
+                before,
+                buckets: buckets.clone(),
+                sockets,
+                held: (i == last).then(|| ids.clone()),
+            };
+            match self.rpc.resync(&req).await {
+                Ok(reply) => stale.extend(reply.stale),
+                Err(e) => {
+                    tracing::warn!(error = %e, "re-assertion not finished; presence will ask again");
+                    return;
+                }
+            }
+        }
+        for conn in stale {
+            self.replace(&conn).await;
+        }
+        self.vitals.resynced(generation);
+        tracing::info!(
+            sockets = ids.len(),
+            generation,
+            "sockets re-asserted to presence"
+        );
     }
 
     /// Tells a replaced socket why (NEWER_CONNECTION or session-replaced, then `41`) and
@@ -162,6 +254,8 @@ impl Edge {
             return;
         };
         entry.replaced.store(true, Ordering::Relaxed);
+        // Presence's record is the newer socket's now.
+        self.set_held(conn_id, None);
         if let Some(dialect) = entry.dialect {
             for frame in dialect.replaced_frames() {
                 entry.outbox.send(Frame::Text(frame)).await;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use p2piano_bus::{Bus, Headers};
 use p2piano_protocol::presence::{
-    Connect, ConnectReply, Disconnect, DisconnectReply, SessionCreate, SessionCreated, SessionGet,
-    SessionInfo,
+    Connect, ConnectReply, Disconnect, DisconnectReply, Resync, ResyncReply, SessionCreate,
+    SessionCreated, SessionGet, SessionInfo,
 };
 use p2piano_protocol::rpc::{
     CreateRoom, GetRoom, JoinReply, JoinRoom, LeaveReply, LeaveRoom, UpdateRoom, UpdateUser,
@@ -170,6 +170,11 @@ impl Rpc {
     /// presence `connect`.
     pub async fn connect(&self, req: &Connect) -> Result<ConnectReply, ErrorBody> {
         self.presence(PresenceOp::Connect, req).await
+    }
+
+    /// presence `resync`: one part of this edge's re-assertion of its sockets.
+    pub async fn resync(&self, req: &Resync) -> Result<ResyncReply, ErrorBody> {
+        self.presence(PresenceOp::Resync, req).await
     }
 
     /// presence `disconnect`. When presence cannot be reached, the call is also retried in

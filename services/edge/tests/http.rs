@@ -1,4 +1,4 @@
-//! The edge's HTTP API end to end (PROTOCOL.md "HTTP"): health and metrics, sessions and
+//! The edge's HTTP API end to end (docs/protocol.md "HTTP"): health and metrics, sessions and
 //! their signed cookie, both room dialects, per-session limits, CORS and security headers,
 //! errors and the OpenAPI document, over the split deployment (two edges, real NATS) and in
 //! process.

@@ -1,5 +1,5 @@
 //! Every relayed event of both dialects reaches exactly its targets with the payload
-//! PROTOCOL.md gives, across two edges (and in process), and the two dialects meet in one
+//! docs/protocol.md gives, across two edges (and in process), and the two dialects meet in one
 //! room: settings changes, moving between rooms, events crossing from one dialect to the
 //! other.
 

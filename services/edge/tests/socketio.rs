@@ -198,13 +198,13 @@ async fn a_lost_transport_keeps_the_grace_and_the_same_page_returns_silently(c: 
         json!({"note": 9, "targetUserIds": [wa["userId"]]}),
     )
     .await;
-    // Marker: m's page closes. The next events `a` sees are b's note and m's leave: neither
-    // b nor n was announced as leaving (or joining again).
-    m.close_with(1001).await;
+    // The next event `a` sees is b's note; then, after m's page closes (a marker), m's
+    // leave: neither b nor n was announced as leaving (or joining again).
     assert_eq!(
         a.next().await,
         Got::Event("KEY_UP".into(), json!({"note": 9, "userId": wb["userId"]}))
     );
+    m.close_with(1001).await;
     let gone = a.expect("USER_DISCONNECT").await;
     assert_eq!(gone["userId"], wm["userId"]);
     let users = gone["room"]["users"].as_object().unwrap();

@@ -70,14 +70,23 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<(), All
         Some(_) => p2piano_presence::app::jetstream_buckets(&bus, config).await?,
         None => p2piano_presence::app::memory_buckets(config),
     };
+    // The edge's id is fixed here, so that presence knows which edge shares its process:
+    // that one it never judges by its heartbeats (a busy process delays both alike).
+    let mut config = config.clone();
+    config.edge_id = Some(p2piano_edge::app::edge_id(&config));
     let mut inner = config.clone();
     inner.admin_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     let rooms =
         p2piano_rooms::Application::build_with(&inner, bus.clone(), store, Clock::system()).await?;
-    let presence =
-        p2piano_presence::Application::build_with(&inner, bus.clone(), buckets, Clock::system())
-            .await?;
-    let edge = p2piano_edge::Application::build_with(config, bus).await?;
+    let presence = p2piano_presence::Application::build_beside(
+        &inner,
+        bus.clone(),
+        buckets,
+        Clock::system(),
+        config.edge_id.clone(),
+    )
+    .await?;
+    let edge = p2piano_edge::Application::build_with(&config, bus).await?;
     tracing::info!(
         port = edge.port(),
         edge_id = edge.edge_id(),

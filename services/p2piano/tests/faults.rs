@@ -2,9 +2,10 @@
 //! JetStream, the MongoDB-wire server (secantus), `p2piano rooms`, `p2piano presence` and
 //! two `p2piano edge`s, each test with its own processes, ports, subject prefix and database.
 //!
-//! Each test breaks one thing (kills an edge, drains one, kills and restarts rooms, presence,
-//! NATS or the database, floods or stalls a client, reconnects 5,000 clients at once) and
-//! checks the rules of DESIGN.md: no ghosts 10 s after an edge dies, a drain moves clients
+//! Each test breaks one thing (kills an edge, drains one, freezes one, kills and restarts
+//! rooms, presence, NATS or the database, floods or stalls a client, kills an edge of 5,000
+//! sockets) and
+//! checks the rules of docs/architecture.md: no ghosts 10 s after an edge dies, a drain moves clients
 //! without leave/join and exits within 30 s, nothing is lost on a restart, and an
 //! unavailable dependency gives prompt errors, never hangs. They print what they measured
 //! (`-- --nocapture`); docs/RELIABILITY.md records a run.
@@ -15,13 +16,16 @@
 //! timeout 2 s) unless a test says otherwise.
 //!
 //! Environment: `FAULTS_KEEP_LOGS=1` keeps each deployment's service logs (the path is
-//! printed); `FAULTS_STORM_CLIENTS` and `FAULTS_STORM_GRACE_MS` change the 5,000-client test's
-//! size and leave grace (for investigating; the defaults are what is asserted).
+//! printed); `FAULTS_STORM_CLIENTS` and `FAULTS_DRAIN_CLIENTS` change the sizes of the
+//! dead-edge and drain tests; `FAULTS_BIN` runs another build of `p2piano` (the release
+//! build, for the sizes the test build cannot reach on two cores).
 
 #[path = "faults/client.rs"]
 mod client;
 #[path = "faults/edges.rs"]
 mod edges;
+#[path = "faults/freeze.rs"]
+mod freeze;
 #[path = "faults/harness.rs"]
 mod harness;
 #[path = "faults/restarts.rs"]

@@ -115,6 +115,18 @@ impl Application {
         buckets: Buckets,
         clock: Clock,
     ) -> Result<Self, AppError> {
+        Self::build_beside(config, bus, buckets, clock, None).await
+    }
+
+    /// [`Application::build_with`] for a presence that shares its process with edge
+    /// `local_edge` (`p2piano all`): that edge is never judged by its heartbeats.
+    pub async fn build_beside(
+        config: &Config,
+        bus: Bus,
+        buckets: Buckets,
+        clock: Clock,
+        local_edge: Option<String>,
+    ) -> Result<Self, AppError> {
         let subjects =
             Subjects::new(&config.subject_prefix).map_err(|e| AppError::Config(e.to_string()))?;
         let metrics = Metrics::new("p2piano");
@@ -123,6 +135,7 @@ impl Application {
             session_ttl: config.session_ttl(),
             edge_timeout: config.edge_timeout(),
             request_timeout: config.request_timeout(),
+            local_edge,
         };
         let presence = Presence::new(
             buckets.clone(),
@@ -144,6 +157,7 @@ impl Application {
             bus: bus.clone(),
             buckets,
             draining: draining.clone(),
+            presence: presence.clone(),
         });
         let service = PresenceService::subscribe(
             presence.clone(),
@@ -197,11 +211,13 @@ impl Application {
     }
 }
 
-/// Ready when the bus is connected, the KV answers, and not draining.
+/// Ready when the bus is connected, the KV answers, not draining, and not behind on
+/// requests.
 struct PresenceReadiness {
     bus: Bus,
     buckets: Buckets,
     draining: Arc<AtomicBool>,
+    presence: Arc<Presence>,
 }
 
 impl Readiness for PresenceReadiness {
@@ -212,6 +228,12 @@ impl Readiness for PresenceReadiness {
             }
             if !self.bus.is_connected() {
                 return Err("nats: not connected".to_owned());
+            }
+            if self.presence.behind() {
+                return Err(format!(
+                    "behind: {} requests in flight",
+                    self.presence.metrics.rpc_in_flight.get()
+                ));
             }
             self.buckets
                 .edges

@@ -1,5 +1,6 @@
 //! Sockets: which one each session has now, replacing an older one, the grace period after
-//! a socket closes, and the leave when nobody came back.
+//! a socket's transport is lost, the leave when nobody came back, and the leave at once when
+//! the page went away.
 
 use std::sync::Arc;
 
@@ -7,16 +8,16 @@ use bytes::Bytes;
 use p2piano_protocol::presence::{
     ConnRef, Connect, ConnectReply, Disconnect, DisconnectReply, EdgeControl, new_page_id,
 };
-use p2piano_protocol::{ErrorBody, RoomCode, UserId};
+use p2piano_protocol::{ErrorBody, RoomCode, Timestamp, UserId};
 
-use crate::kv::{Entry, KvError};
+use crate::kv::KvError;
 use crate::presence::{CAS_ATTEMPTS, Presence, too_busy};
-use crate::records::{ConnRecord, ConnState, decode, encode};
+use crate::records::{ConnRecord, ConnState};
 
 /// Whether a new socket of the session continues the membership of the previous socket,
-/// whose record is in `state`: yes while that socket is open (a second socket takes over
-/// silently) or when the same page comes back within its grace period; no for another page
-/// after the grace period began, or once the leave is being announced.
+/// whose record is (effectively) in `state`: yes while that socket is open (a second socket
+/// takes over silently) or when the same page comes back within its grace period; no for
+/// another page after the grace period began, or once the leave is being announced.
 fn continues_membership(state: &ConnState, same_page: bool) -> bool {
     match state {
         ConnState::Live => true,
@@ -29,58 +30,60 @@ impl Presence {
     /// `connect`: this socket is now the session's current one.
     #[tracing::instrument(skip_all, fields(edge_id = %req.edge_id, conn_id = %req.conn_id, code = ?req.room_code))]
     pub async fn connect(self: &Arc<Self>, req: Connect) -> Result<ConnectReply, ErrorBody> {
-        let session = self.touch_session(&req.session_id).await?;
+        // The edge has just looked the session up (and so refreshed it); it passes the
+        // public id along, which spares a read here.
+        let user_id = match req.user_id.clone() {
+            Some(u) => u,
+            None => self.touch_session(&req.session_id).await?.user_id,
+        };
         let key = req.session_id.storage_key();
-        for _ in 0..CAS_ATTEMPTS {
-            let current = self.read_conn(&key).await?;
+        for attempt in 0..CAS_ATTEMPTS {
+            let current = self.conn_or_absent(&key, attempt > 0).await?;
             let same_page = current
                 .as_ref()
                 .is_some_and(|(_, old)| old.pid.is_some() && old.pid == req.pid);
+            let old_state = current.as_ref().map(|(_, old)| self.effective(old));
             // Without a room, the session keeps the room it is still a member of: through a
             // socket that is still open (a second socket), or through the same page coming
             // back within its grace period.
-            let carried = current.as_ref().and_then(|(_, old)| {
-                continues_membership(&old.state, same_page)
-                    .then(|| old.room_code.clone())
-                    .flatten()
-            });
+            let carried = match (&current, &old_state) {
+                (Some((_, old)), Some(state)) if continues_membership(state, same_page) => {
+                    old.room_code.clone()
+                }
+                _ => None,
+            };
             let pid = match &current {
                 Some((_, old)) if same_page => old.pid.clone(),
                 _ => None,
             }
             .unwrap_or_else(new_page_id);
             let next = ConnRecord {
-                user_id: session.user_id.clone(),
+                user_id: user_id.clone(),
                 edge_id: req.edge_id.clone(),
                 conn_id: req.conn_id.clone(),
                 room_code: req.room_code.clone().or(carried),
                 pid: Some(pid.clone()),
                 state: ConnState::Live,
             };
-            let written = match &current {
-                None => self.buckets.connections.create(&key, encode(&next)).await,
-                Some((entry, _)) => {
-                    self.buckets
-                        .connections
-                        .update(&key, encode(&next), entry.revision)
-                        .await
-                }
-            };
-            match written {
+            match self
+                .write_conn(&key, &next, current.as_ref().map(|(rev, _)| *rev))
+                .await
+            {
                 Ok(_) => {}
                 Err(KvError::WrongRevision) => continue,
                 Err(e) => return Err(e.into()),
             }
-            let Some((_, old)) = current else {
+            let (Some((_, old)), Some(old_state)) = (current, old_state) else {
                 return Ok(ConnectReply {
-                    user_id: session.user_id,
+                    user_id,
                     replaced: None,
                     reconnect: false,
                     pid: Some(pid),
+                    renew: false,
                 });
             };
             let mut reply = self
-                .after_takeover(&req, session.user_id, old, same_page)
+                .after_takeover(&req, user_id, old, old_state, same_page)
                 .await;
             reply.pid = Some(pid);
             return Ok(reply);
@@ -88,16 +91,18 @@ impl Presence {
         Err(too_busy())
     }
 
-    /// What follows a connect that replaced an earlier record of the session.
+    /// What follows a connect that replaced an earlier record of the session, which was
+    /// (effectively) in `old_state`.
     async fn after_takeover(
         &self,
         req: &Connect,
         user: UserId,
         old: ConnRecord,
+        old_state: ConnState,
         same_page: bool,
     ) -> ConnectReply {
         let same_socket = old.edge_id == req.edge_id && old.conn_id == req.conn_id;
-        let replaced = match old.state {
+        let replaced = match old_state {
             ConnState::Live if !same_socket => {
                 self.metrics.replaced.inc();
                 self.send_control(
@@ -114,60 +119,50 @@ impl Presence {
             }
             _ => None,
         };
-        let member_of = if continues_membership(&old.state, same_page) {
-            old.room_code.as_ref()
-        } else {
-            self.end_old_membership(req, &user, &old).await;
-            None
-        };
-        let Some(requested) = req.room_code.as_ref() else {
-            // No room asked for yet: nothing to leave, nothing rejoined.
-            return ConnectReply {
-                user_id: user,
-                replaced,
-                reconnect: false,
-                pid: None,
-            };
-        };
-        let reconnect = member_of == Some(requested);
-        if reconnect && matches!(old.state, ConnState::Grace { .. }) {
-            self.metrics.reconnects.inc();
-        }
-        if let Some(previous) = member_of.filter(|r| *r != requested) {
-            // The session moved to another room: its old membership ends now, no grace.
-            self.leave_room(previous, &user).await;
-        }
-        ConnectReply {
+        let mut reply = ConnectReply {
             user_id: user,
             replaced,
-            reconnect,
+            reconnect: false,
             pid: None,
-        }
-    }
-
-    /// The previous socket's membership does not carry over to this one; make sure it has
-    /// ended before the caller joins, so that rooms announces a leave and then a join.
-    ///
-    /// - In its grace period, and this is another page (a reload, a new tab after the old
-    ///   one closed without a close frame): the leave is announced now.
-    /// - `leaving` (a leave being announced, by this replica or another): it is finished
-    ///   here too, before this socket joins the same room, so that the join cannot reach
-    ///   rooms before the leave and be undone by it. Rooms' leave is idempotent, so the
-    ///   second call announces nothing twice.
-    async fn end_old_membership(&self, req: &Connect, user: &UserId, old: &ConnRecord) {
-        let Some(code) = old.room_code.as_ref() else {
-            return;
+            renew: false,
         };
-        match old.state {
+        let Some(old_room) = old.room_code.as_ref() else {
+            return reply;
+        };
+        let requested = req.room_code.as_ref();
+        if continues_membership(&old_state, same_page) {
+            if requested == Some(old_room) {
+                reply.reconnect = true;
+                if matches!(old_state, ConnState::Grace { .. }) {
+                    self.metrics.reconnects.inc();
+                }
+            } else if requested.is_some() {
+                // The session moved to another room: its old membership ends now, no grace.
+                self.leave_room(old_room, &reply.user_id, self.now()).await;
+            }
+            return reply;
+        }
+        match old_state {
+            // Another page than the one in its grace period (a reload): joining the same
+            // room again renews the membership, which announces a leave and a join; for
+            // another room, or none yet, the old membership ends now.
             ConnState::Grace { .. } => {
                 self.metrics.new_pages.inc();
-                self.leave_room(code, user).await;
+                if requested == Some(old_room) {
+                    reply.renew = true;
+                } else {
+                    self.leave_room(old_room, &reply.user_id, self.now()).await;
+                }
             }
-            ConnState::Leaving { .. } if req.room_code.as_ref() == Some(code) => {
-                self.leave_room(code, user).await;
+            // A leave being announced (by this replica or another): finished here too
+            // before this socket joins the same room, so that the join cannot reach rooms
+            // before the leave and be undone by it. Rooms' leave is idempotent.
+            ConnState::Leaving { since } if requested == Some(old_room) => {
+                self.leave_room(old_room, &reply.user_id, since).await;
             }
             _ => {}
         }
+        reply
     }
 
     /// `disconnect`: if this socket is still the session's current one, start the grace
@@ -202,20 +197,15 @@ impl Presence {
         key: &str,
         is_it: impl Fn(&ConnRecord) -> bool,
     ) -> Result<bool, ErrorBody> {
-        for _ in 0..CAS_ATTEMPTS {
-            let Some((entry, mut record)) = self.read_conn(key).await? else {
+        for attempt in 0..CAS_ATTEMPTS {
+            let Some((revision, mut record)) = self.conn_of(key, attempt > 0).await? else {
                 return Ok(false);
             };
             if matches!(record.state, ConnState::Leaving { .. }) || !is_it(&record) {
                 return Ok(false);
             }
             record.state = ConnState::Leaving { since: self.now() };
-            match self
-                .buckets
-                .connections
-                .update(key, encode(&record), entry.revision)
-                .await
-            {
+            match self.write_conn(key, &record, Some(revision)).await {
                 Ok(claimed) => {
                     self.metrics.pages_gone.inc();
                     self.finish_leave(key, &record, claimed).await;
@@ -232,14 +222,18 @@ impl Presence {
     /// and forgets the socket. If rooms cannot be reached the record stays `leaving`, and a
     /// sweep retries it once the claim is stale.
     async fn finish_leave(&self, key: &str, record: &ConnRecord, claimed: u64) {
+        let decided = match record.state {
+            ConnState::Leaving { since } => since,
+            _ => self.now(),
+        };
         let done = match &record.room_code {
-            Some(code) => self.leave_room(code, &record.user_id).await,
+            Some(code) => self.leave_room(code, &record.user_id, decided).await,
             None => true,
         };
         if done {
             // Only forget the socket if nothing changed since the claim (a connect may
             // have taken the key over; then it is that socket's record now).
-            let _ = self.buckets.connections.delete(key, Some(claimed)).await;
+            let _ = self.delete_conn(key, claimed).await;
         }
     }
 
@@ -249,21 +243,16 @@ impl Presence {
         key: &str,
         is_it: impl Fn(&ConnRecord) -> bool,
     ) -> Result<bool, ErrorBody> {
-        for _ in 0..CAS_ATTEMPTS {
-            let Some((entry, mut record)) = self.read_conn(key).await? else {
+        for attempt in 0..CAS_ATTEMPTS {
+            let Some((revision, mut record)) = self.conn_of(key, attempt > 0).await? else {
                 return Ok(false);
             };
-            if record.state != ConnState::Live || !is_it(&record) {
+            if self.effective(&record) != ConnState::Live || !is_it(&record) {
                 return Ok(false);
             }
             let until = self.now().plus(self.settings.grace);
             record.state = ConnState::Grace { until };
-            match self
-                .buckets
-                .connections
-                .update(key, encode(&record), entry.revision)
-                .await
-            {
+            match self.write_conn(key, &record, Some(revision)).await {
                 Ok(_) => {
                     self.metrics.grace_started.inc();
                     self.schedule(key.to_owned(), until);
@@ -276,45 +265,58 @@ impl Presence {
         Err(too_busy())
     }
 
-    /// The end of a grace period (or the retry of an abandoned leave): if the record is
-    /// still in grace past its deadline, claim the leave, announce it through rooms, and
-    /// forget the socket.
+    /// The end of a grace period (its own, or its dead edge's), or the retry of an
+    /// abandoned leave: if the record is still in grace past its deadline, claim the leave,
+    /// announce it through rooms, and forget the socket.
     #[tracing::instrument(skip_all)]
     pub(crate) async fn expire(self: &Arc<Self>, key: &str) {
-        let Ok(Some((entry, mut record))) = self.read_conn(key).await else {
-            return;
-        };
-        let now = self.now();
-        let due = match record.state {
-            ConnState::Live => false,
-            ConnState::Grace { until } => until <= now,
-            ConnState::Leaving { since } => {
-                now.millis() - since.millis() >= self.settings.stale_leaving().as_millis() as i64
+        // The index's view first; a lost compare-and-set reads the record once more, in
+        // case only the index was behind.
+        for fresh in [false, true] {
+            let Ok(Some((revision, mut record))) = self.conn_of(key, fresh).await else {
+                return;
+            };
+            let now = self.now();
+            let due = match self.effective(&record) {
+                ConnState::Live => false,
+                ConnState::Grace { until } => {
+                    if until > now {
+                        self.schedule(key.to_owned(), until);
+                    }
+                    until <= now
+                }
+                ConnState::Leaving { since } => {
+                    now.millis() - since.millis()
+                        >= self.settings.stale_leaving().as_millis() as i64
+                }
+            };
+            if !due {
+                return;
             }
-        };
-        if !due {
-            if let ConnState::Grace { until } = record.state {
-                self.schedule(key.to_owned(), until);
+            record.state = ConnState::Leaving { since: now };
+            match self.write_conn(key, &record, Some(revision)).await {
+                Ok(claimed) => return self.finish_leave(key, &record, claimed).await,
+                // Another replica claimed it, or the session came back (or the index was
+                // behind): look again.
+                Err(KvError::WrongRevision) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "grace expiry not recorded; the sweep retries");
+                    return;
+                }
             }
-            return;
         }
-        record.state = ConnState::Leaving { since: now };
-        let claimed = match self
-            .buckets
-            .connections
-            .update(key, encode(&record), entry.revision)
-            .await
-        {
-            Ok(rev) => rev,
-            // Another replica claimed it, or the session came back: not ours to announce.
-            Err(_) => return,
-        };
-        self.finish_leave(key, &record, claimed).await;
     }
 
-    /// Asks rooms to remove the user; true when done (or nothing to do), false to retry later.
-    async fn leave_room(&self, code: &RoomCode, user: &UserId) -> bool {
-        match self.rooms.leave(code, user).await {
+    /// Asks rooms to remove the user, if their membership began no later than `decided`
+    /// (when this leave was decided; a late leave then cannot undo a newer membership); true
+    /// when done (or nothing to do), false to retry later.
+    pub(crate) async fn leave_room(
+        &self,
+        code: &RoomCode,
+        user: &UserId,
+        decided: Timestamp,
+    ) -> bool {
+        match self.rooms.leave(code, user, Some(decided)).await {
             Ok(left) => {
                 if left {
                     self.metrics.leaves.inc();
@@ -328,67 +330,46 @@ impl Presence {
         }
     }
 
-    /// Scans every connection record: schedules timers for grace periods this replica did
-    /// not start (another replica's, or from before a restart) and retries abandoned leaves.
+    /// Goes over the index: schedules timers for grace periods this replica did not start
+    /// (another replica's, or from before a restart), retries abandoned leaves, and ends the
+    /// grace of the sockets of edges that died (here or in another replica) and are due.
     #[tracing::instrument(skip_all)]
     pub(crate) async fn sweep(self: &Arc<Self>) {
-        let keys = match self.buckets.connections.keys().await {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::debug!(error = %e, "sweep skipped");
-                return;
-            }
-        };
-        let dead = self.dead_edges().await;
-        for key in keys {
-            let Ok(Some((_, record))) = self.read_conn(&key).await else {
-                continue;
-            };
-            match record.state {
-                // A socket on an edge declared dead that edge_gone did not get to (it failed
-                // half-way, or the socket registered as the edge died).
-                ConnState::Live if dead.contains(&record.edge_id) => {
-                    let edge = record.edge_id.clone();
-                    if let Err(e) = self.start_grace(&key, |r| r.edge_id == edge).await {
-                        tracing::debug!(error = %e, "socket of a dead edge not moved yet");
+        let now = self.now();
+        let mut dead_due = std::collections::HashSet::new();
+        for (key, indexed) in self.index.all_conns() {
+            let record = &indexed.record;
+            match self.effective(record) {
+                ConnState::Live => {}
+                ConnState::Grace { until } if record.state == ConnState::Live => {
+                    // Live on a dead edge: that edge's timer ends them all at once.
+                    if until <= now {
+                        dead_due.insert(record.edge_id.clone());
                     }
                 }
-                ConnState::Live => {}
                 ConnState::Grace { until } => self.schedule(key, until),
-                ConnState::Leaving { .. } => self.expire(&key).await,
+                ConnState::Leaving { since } => {
+                    let stale = self.settings.stale_leaving().as_millis() as i64;
+                    if now.millis() - since.millis() >= stale {
+                        self.expire(&key).await;
+                    }
+                }
             }
         }
-    }
-
-    /// Edges recorded as dead.
-    async fn dead_edges(&self) -> std::collections::HashSet<String> {
-        let mut dead = std::collections::HashSet::new();
-        for edge in self.buckets.edges.keys().await.unwrap_or_default() {
-            if let Ok(Some(e)) = self.buckets.edges.get(&edge).await
-                && decode::<crate::records::EdgeRecord>(&edge, &e.value).is_some_and(|r| !r.alive)
-            {
-                dead.insert(edge);
-            }
+        for edge in dead_due {
+            self.expire_edge_later(&edge, now);
         }
-        dead
-    }
-
-    /// The record of `key` with its entry, if present and readable.
-    pub(crate) async fn read_conn(
-        &self,
-        key: &str,
-    ) -> Result<Option<(Entry, ConnRecord)>, KvError> {
-        Ok(self
-            .buckets
-            .connections
-            .get(key)
-            .await?
-            .and_then(|e| decode(key, &e.value).map(|r| (e, r))))
     }
 
     /// Publishes a control message for one edge (best effort: a dead edge needs no telling).
-    async fn send_control(&self, edge_id: &str, control: &EdgeControl) {
-        let body = Bytes::from(serde_json::to_vec(control).unwrap_or_default());
+    pub(crate) async fn send_control(&self, edge_id: &str, control: &EdgeControl) {
+        let body = match serde_json::to_vec(control) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                tracing::error!(error = %e, "edge control not encodable");
+                return;
+            }
+        };
         if let Err(e) = self
             .bus
             .publish(&self.subjects.edge_control(edge_id), body)

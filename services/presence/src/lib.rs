@@ -14,11 +14,14 @@
 pub mod app;
 pub mod connections;
 pub mod edge_link;
+pub mod index;
+pub mod judge;
 pub mod kv;
 pub mod liveness;
 pub mod metrics;
 pub mod presence;
 pub mod records;
+pub mod resync;
 pub mod rooms_client;
 pub mod service;
 pub mod sessions;

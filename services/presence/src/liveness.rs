@@ -1,103 +1,224 @@
-//! Edge liveness: every replica hears every edge's heartbeat; an edge silent for the
-//! timeout (or one that says it is stopping) is declared dead by exactly one replica — the
-//! one whose compare-and-set on the edge's record wins — and each of its sockets goes
-//! through the disconnect path (grace, then leave).
+//! Edge liveness, the part that acts: what a heartbeat means, an edge's death, the end of
+//! its grace period, and its revival.
+//!
+//! - An edge's **death** is one write: its record says `alive: false` from `since`, with a
+//!   higher generation. Its sockets' records are not touched: a live socket on a dead edge
+//!   counts as in its grace period until `since` + grace ([`Presence::effective`]), so a
+//!   session that reconnects elsewhere meanwhile continues silently, and the death of an edge
+//!   with 10,000 sockets costs what the death of an edge with one does.
+//! - When that grace ends, the sockets still recorded on the edge (found in the index, not
+//!   by reading every record) are retired as any grace period ends: a leave each.
+//! - A dead edge **heard again** was not dead (a pause, CPU throttling, a partition): its
+//!   record says alive again, which by itself takes its sockets out of their grace period,
+//!   and the edge is asked to re-assert what it holds ([`crate::resync`]), which also puts
+//!   back the members whose leave was already announced.
+//!
+//! Which edges are silent is judged elsewhere, on a thread of its own ([`crate::judge`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
-use p2piano_protocol::presence::Heartbeat;
+use p2piano_protocol::Timestamp;
+use p2piano_protocol::presence::{DIGEST_SETTLE_MS, EdgeControl, Heartbeat};
 
 use crate::kv::KvError;
 use crate::presence::Presence;
 use crate::records::{EdgeRecord, decode, encode};
 
-/// Sockets of a dead edge moved to their grace period at once.
-const EDGE_GONE_IN_FLIGHT: usize = 64;
+/// Requests in flight at which this replica counts as behind (a quarter of what it handles
+/// at once: beyond it, requests are waiting on the KV rather than being served).
+const BEHIND_AT: i64 = (crate::service::MAX_IN_FLIGHT / 4) as i64;
+
+/// Sockets of a dead edge retired at once.
+const EDGE_GONE_IN_FLIGHT: usize = 256;
+
+/// The shortest time between two requests to one edge to re-assert its sockets.
+const RESYNC_EVERY: Duration = Duration::from_secs(3);
+
+/// Heartbeats in a row with a digest that disagrees with the index before the edge is
+/// asked to re-assert: the first may catch a change that one side has and the other not yet.
+const DIGEST_MISSES: u32 = 2;
 
 impl Presence {
-    /// Records a heartbeat. A stopping edge is treated as gone at once.
+    /// A heartbeat, as the judge forwards it.
     #[tracing::instrument(skip_all, fields(edge_id = %hb.edge_id))]
     pub async fn heartbeat(self: &Arc<Self>, hb: Heartbeat) {
         if hb.stopping {
-            self.forget_edge(&hb.edge_id);
             self.edge_gone(&hb.edge_id).await;
             return;
         }
-        let first = self
-            .last_heard
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(hb.edge_id.clone(), tokio::time::Instant::now())
-            .is_none();
-        if first {
-            self.mark_alive(&hb.edge_id).await;
-        }
-        self.update_alive_gauge();
-    }
-
-    /// Makes sure the edge's record says alive (it may have been declared dead after a
-    /// network partition and come back).
-    async fn mark_alive(&self, edge_id: &str) {
-        let record = EdgeRecord {
-            alive: true,
-            since: self.now(),
-        };
-        let result = match self.buckets.edges.get(edge_id).await {
-            Ok(None) => self
-                .buckets
-                .edges
-                .create(edge_id, encode(&record))
-                .await
-                .map(|_| ()),
-            Ok(Some(e)) => match decode::<EdgeRecord>(edge_id, &e.value) {
-                Some(r) if r.alive => Ok(()),
-                _ => self
-                    .buckets
-                    .edges
-                    .update(edge_id, encode(&record), e.revision)
-                    .await
-                    .map(|_| ()),
-            },
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) | Err(KvError::WrongRevision) => {}
-            Err(e) => tracing::warn!(error = %e, edge_id, "could not record edge as alive"),
-        }
-    }
-
-    /// The edges not heard from within the timeout, forgotten locally; the caller runs
-    /// [`Presence::edge_gone`] for each.
-    pub(crate) fn silent_edges(&self) -> Vec<String> {
-        let now = tokio::time::Instant::now();
-        let silent: Vec<String> = {
-            let mut heard = self.last_heard.lock().unwrap_or_else(|e| e.into_inner());
-            // Cut off from the bus, this replica hears nobody: that silence says nothing
-            // about the edges (a NATS restart would otherwise declare every edge dead and
-            // announce all their members as left). Every known edge counts as heard now, so
-            // that once the bus is back each has a whole timeout to be heard again.
-            if !self.bus.is_connected() {
-                for at in heard.values_mut() {
-                    *at = now;
+        let record = match self.index.edge(&hb.edge_id) {
+            Some(r) => r,
+            None => match self.edge_record(&hb.edge_id).await {
+                Ok(Some((_, r))) => r,
+                Ok(None) => {
+                    self.write_edge(&hb.edge_id, None, true, 0).await;
+                    return;
                 }
-                return Vec::new();
-            }
-            let silent: Vec<String> = heard
-                .iter()
-                .filter(|(_, at)| now.duration_since(**at) >= self.settings.edge_timeout)
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in &silent {
-                heard.remove(id);
-            }
-            silent
+                Err(e) => {
+                    tracing::debug!(error = %e, "edge record not read");
+                    return;
+                }
+            },
         };
-        self.update_alive_gauge();
-        for edge in &silent {
-            tracing::warn!(edge_id = %edge, "edge silent past the timeout");
+        if !record.alive {
+            self.revive(&hb.edge_id).await;
+        } else if hb.generation < record.generation {
+            self.ask_resync(&hb.edge_id, record.generation, None).await;
+        } else {
+            self.check_digest(&hb, record.generation).await;
         }
-        silent
+    }
+
+    /// The record of an edge, read from the KV, with its revision.
+    async fn edge_record(&self, edge_id: &str) -> Result<Option<(u64, EdgeRecord)>, KvError> {
+        Ok(self
+            .buckets
+            .edges
+            .get(edge_id)
+            .await?
+            .and_then(|e| decode::<EdgeRecord>(edge_id, &e.value).map(|r| (e.revision, r))))
+    }
+
+    /// Writes an edge's record over `expected` (creates it when `None`); false when
+    /// another replica wrote it first or the KV failed (logged).
+    async fn write_edge(
+        &self,
+        edge_id: &str,
+        expected: Option<u64>,
+        alive: bool,
+        generation: u64,
+    ) -> bool {
+        let record = EdgeRecord {
+            alive,
+            since: self.now(),
+            generation,
+        };
+        let written = match expected {
+            None => self.buckets.edges.create(edge_id, encode(&record)).await,
+            Some(rev) => {
+                self.buckets
+                    .edges
+                    .update(edge_id, encode(&record), rev)
+                    .await
+            }
+        };
+        match written {
+            Ok(_) => {
+                self.index.wrote_edge(edge_id, record);
+                true
+            }
+            Err(KvError::WrongRevision) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, edge_id, "could not write the edge's record");
+                false
+            }
+        }
+    }
+
+    /// A dead edge was heard again: alive, and asked to re-assert its sockets.
+    async fn revive(self: &Arc<Self>, edge_id: &str) {
+        let Ok(Some((revision, record))) = self.edge_record(edge_id).await else {
+            return;
+        };
+        if record.alive {
+            self.index.wrote_edge(edge_id, record);
+            return;
+        }
+        let dead_for = self.now().millis() - record.since.millis();
+        if self
+            .write_edge(edge_id, Some(revision), true, record.generation)
+            .await
+        {
+            self.metrics.edges_revived.inc();
+            tracing::warn!(
+                edge_id,
+                dead_for_ms = dead_for,
+                sockets = self.index.count_on(edge_id),
+                "an edge declared dead was heard again: its sockets are live again"
+            );
+        }
+        self.ask_resync(edge_id, record.generation, None).await;
+    }
+
+    /// Asks an edge to re-assert its sockets (those of `buckets`, or all), unless this
+    /// replica asked it very recently.
+    pub(crate) async fn ask_resync(
+        &self,
+        edge_id: &str,
+        generation: u64,
+        buckets: Option<Vec<u8>>,
+    ) {
+        let now = tokio::time::Instant::now();
+        {
+            let mut asked = self.resync_asked.lock().unwrap_or_else(|e| e.into_inner());
+            if asked
+                .get(edge_id)
+                .is_some_and(|at| now.duration_since(*at) < RESYNC_EVERY)
+            {
+                return;
+            }
+            asked.insert(edge_id.to_owned(), now);
+        }
+        self.metrics.resyncs_asked.inc();
+        tracing::info!(
+            edge_id,
+            generation,
+            ?buckets,
+            "asking the edge to re-assert its sockets"
+        );
+        let control = EdgeControl::Resync {
+            generation,
+            before: self.index.latest_revision(),
+            buckets,
+        };
+        self.send_control(edge_id, &control).await;
+    }
+
+    /// Compares the edge's digest with the index's, bucket by bucket where both have been
+    /// unchanged for a while; a disagreement that lasts asks the edge to re-assert those
+    /// buckets.
+    async fn check_digest(&self, hb: &Heartbeat, generation: u64) {
+        let (Some(theirs), Some(ours)) = (
+            hb.digest.as_ref(),
+            self.index
+                .digest(&hb.edge_id, Duration::from_millis(DIGEST_SETTLE_MS.into())),
+        ) else {
+            return;
+        };
+        let differ: Vec<u8> = (0..theirs.buckets.len())
+            .filter(|&b| {
+                theirs.stable_ms[b] >= DIGEST_SETTLE_MS
+                    && ours.stable_ms[b] >= DIGEST_SETTLE_MS
+                    && theirs.buckets[b] != ours.buckets[b]
+            })
+            .map(|b| b as u8)
+            .collect();
+        let misses = {
+            let mut misses = self.digest_misses.lock().unwrap_or_else(|e| e.into_inner());
+            if differ.is_empty() {
+                misses.remove(&hb.edge_id);
+                return;
+            }
+            let n = misses.entry(hb.edge_id.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        if misses >= DIGEST_MISSES {
+            self.metrics.digest_mismatches.inc();
+            tracing::warn!(
+                edge_id = %hb.edge_id,
+                buckets = ?differ,
+                "the edge's sockets and presence's records disagree"
+            );
+            self.ask_resync(&hb.edge_id, generation, Some(differ)).await;
+        }
+    }
+
+    /// Whether this replica has a backlog of requests.
+    pub(crate) fn behind(&self) -> bool {
+        self.metrics.rpc_in_flight.get() >= BEHIND_AT
     }
 
     /// Starts watching the edges recorded as alive, as if just heard: after a restart, an
@@ -120,36 +241,13 @@ impl Presence {
                     .or_insert(now);
             }
         }
-        self.update_alive_gauge();
     }
 
-    fn forget_edge(&self, edge_id: &str) {
-        self.last_heard
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(edge_id);
-        self.update_alive_gauge();
-    }
-
-    fn update_alive_gauge(&self) {
-        let n = self
-            .last_heard
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len();
-        self.metrics
-            .edges_alive
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
-    }
-
-    /// Claims the edge's death (one replica wins) and moves each of its sockets to grace.
+    /// Claims the edge's death (one replica wins): one write, after which its sockets count
+    /// as in their grace period; their leaves follow when it ends.
     #[tracing::instrument(skip_all, fields(edge_id = %edge_id))]
     pub(crate) async fn edge_gone(self: &Arc<Self>, edge_id: &str) {
-        let dead = EdgeRecord {
-            alive: false,
-            since: self.now(),
-        };
-        let record = self.buckets.edges.get(edge_id).await;
+        let record = self.edge_record(edge_id).await;
         // Heard from again since it was found silent (the read above may have waited out a
         // bus outage): alive after all.
         if self
@@ -161,21 +259,15 @@ impl Presence {
             return;
         }
         let claimed = match record {
-            Ok(None) => self.buckets.edges.create(edge_id, encode(&dead)).await,
-            Ok(Some(e)) => match decode::<EdgeRecord>(edge_id, &e.value) {
-                Some(r) if !r.alive => return,
-                _ => {
-                    self.buckets
-                        .edges
-                        .update(edge_id, encode(&dead), e.revision)
-                        .await
-                }
-            },
-            Err(e) => Err(e),
-        };
-        match claimed {
-            Ok(_) => {}
-            Err(KvError::WrongRevision) => return,
+            Ok(None) => self.write_edge(edge_id, None, false, 1).await,
+            Ok(Some((_, r))) if !r.alive => {
+                self.index.wrote_edge(edge_id, r);
+                return;
+            }
+            Ok(Some((rev, r))) => {
+                self.write_edge(edge_id, Some(rev), false, r.generation + 1)
+                    .await
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not declare the edge dead; will retry");
                 // Hear it again as if just now, so the next check retries after a timeout.
@@ -185,34 +277,63 @@ impl Presence {
                     .insert(edge_id.to_owned(), tokio::time::Instant::now());
                 return;
             }
+        };
+        if !claimed {
+            return;
         }
         self.metrics.edges_dead.inc();
-        let keys = match self.buckets.connections.keys().await {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not list the dead edge's sockets");
-                return;
-            }
+        tracing::info!(
+            sockets = self.index.count_on(edge_id),
+            "dead edge's sockets entered the grace period"
+        );
+        self.expire_edge_later(edge_id, self.now());
+    }
+
+    /// Retires the sockets still recorded on dead edge `edge_id` when its grace ends (now,
+    /// if it has), unless a timer for that already runs here.
+    pub(crate) fn expire_edge_later(self: &Arc<Self>, edge_id: &str, now: Timestamp) {
+        let Some(edge) = self.index.edge(edge_id).filter(|e| !e.alive) else {
+            return;
         };
-        // Many at a time: one after the other, 5,000 sockets took ~27 s (a KV read each),
-        // far past the 10 s in which a dead edge's members must be announced as left.
-        let moved = futures::stream::iter(keys)
-            .map(|key| async move { self.start_grace(&key, |r| r.edge_id == edge_id).await })
-            .buffer_unordered(EDGE_GONE_IN_FLIGHT)
-            .fold(0u64, |moved, result| async move {
-                match result {
-                    Ok(true) => moved + 1,
-                    Ok(false) => moved,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "socket of a dead edge not moved to grace");
-                        moved
-                    }
-                }
+        let until = edge.since.plus(self.settings.grace).max(now);
+        let me = self.clone();
+        let id = edge_id.to_owned();
+        self.after(format!("edge:{edge_id}"), until, async move {
+            me.expire_edge(&id).await;
+        });
+    }
+
+    /// The end of a dead edge's grace period: every socket still recorded on it, and still
+    /// due, leaves (many at a time).
+    #[tracing::instrument(skip_all, fields(edge_id = %edge_id))]
+    async fn expire_edge(self: &Arc<Self>, edge_id: &str) {
+        // Requests queueing here (a burst of reconnects at the limit of what this replica
+        // handles at once) may be the very sessions coming back: their leaves would be
+        // announced only because presence is behind. Hold the announcements while the
+        // backlog lasts, at most one more grace period, and say so.
+        let held_since = tokio::time::Instant::now();
+        while self.behind() && held_since.elapsed() < self.settings.grace {
+            self.metrics.leaves_held.inc();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if held_since.elapsed() >= Duration::from_millis(100) {
+            tracing::warn!(
+                edge_id,
+                held_ms = held_since.elapsed().as_millis() as u64,
+                "a dead edge's leaves were held back while presence caught up with its requests"
+            );
+        }
+        let keys = self.index.keys_on(edge_id);
+        let found = keys.len();
+        futures::stream::iter(keys)
+            .for_each_concurrent(EDGE_GONE_IN_FLIGHT, |key| async move {
+                self.expire(&key).await;
             })
             .await;
         tracing::info!(
-            sockets = moved,
-            "dead edge's sockets entered the grace period"
+            sockets = found,
+            left = found.saturating_sub(self.index.count_on(edge_id)),
+            "dead edge's grace period ended"
         );
     }
 }

@@ -6,6 +6,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
+use crate::kv::KvOpLabels;
+
 /// Labels of a request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -39,6 +41,24 @@ pub struct PresenceMetrics {
     pub edges_dead: Counter,
     /// `p2piano_presence_edges_alive`: edges heard from within the timeout (this replica's view).
     pub edges_alive: Gauge,
+    /// `p2piano_presence_edges_revived_total`: edges declared dead and then heard again (a
+    /// pause, a partition): a false death, healed.
+    pub edges_revived: Counter,
+    /// `p2piano_presence_resyncs_asked_total`: requests to an edge to re-assert its sockets.
+    pub resyncs_asked: Counter,
+    /// `p2piano_presence_digest_mismatches_total`: heartbeats whose socket digest kept
+    /// disagreeing with presence's records.
+    pub digest_mismatches: Counter,
+    /// `p2piano_presence_resynced_total`: records made live again (or recreated) because an
+    /// edge re-asserted a socket presence had let go of.
+    pub resynced: Counter,
+    /// `p2piano_presence_kv_ops_total{bucket,op}`: KV round trips, by bucket and operation.
+    pub kv_ops: Family<KvOpLabels, Counter>,
+    /// `p2piano_presence_rpc_in_flight`: RPCs being handled now; a backlog shows here first.
+    pub rpc_in_flight: Gauge,
+    /// `p2piano_presence_leaves_held_total`: 100 ms steps for which a dead edge's leaves
+    /// were held back because this replica was behind on requests.
+    pub leaves_held: Counter,
 }
 
 impl PresenceMetrics {
@@ -54,6 +74,13 @@ impl PresenceMetrics {
             pages_gone: Counter::default(),
             edges_dead: Counter::default(),
             edges_alive: Gauge::default(),
+            edges_revived: Counter::default(),
+            resyncs_asked: Counter::default(),
+            digest_mismatches: Counter::default(),
+            resynced: Counter::default(),
+            kv_ops: Family::default(),
+            rpc_in_flight: Gauge::default(),
+            leaves_held: Counter::default(),
         };
         registry.register(
             "presence_requests",
@@ -99,6 +126,41 @@ impl PresenceMetrics {
             "presence_edges_alive",
             "Edges heard from within the timeout",
             m.edges_alive.clone(),
+        );
+        registry.register(
+            "presence_edges_revived",
+            "Edges declared dead and then heard again",
+            m.edges_revived.clone(),
+        );
+        registry.register(
+            "presence_resyncs_asked",
+            "Requests to an edge to re-assert its sockets",
+            m.resyncs_asked.clone(),
+        );
+        registry.register(
+            "presence_digest_mismatches",
+            "Heartbeats whose socket digest kept disagreeing with presence's records",
+            m.digest_mismatches.clone(),
+        );
+        registry.register(
+            "presence_resynced",
+            "Records made live again because an edge re-asserted the socket",
+            m.resynced.clone(),
+        );
+        registry.register(
+            "presence_kv_ops",
+            "KV operations by bucket and operation",
+            m.kv_ops.clone(),
+        );
+        registry.register(
+            "presence_leaves_held",
+            "100 ms steps for which a dead edge's leaves waited for presence to catch up",
+            m.leaves_held.clone(),
+        );
+        registry.register(
+            "presence_rpc_in_flight",
+            "Presence RPCs being handled",
+            m.rpc_in_flight.clone(),
         );
         m
     }

@@ -72,10 +72,15 @@ pub struct ConnRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EdgeRecord {
-    /// False once a replica has declared the edge dead (and moved its sockets to grace).
+    /// False once a replica has declared the edge dead: its sockets then count as in
+    /// their grace period, which ends a grace after `since`.
     pub alive: bool,
     /// When the state last changed.
     pub since: Timestamp,
+    /// Raised each time the edge is declared dead; an edge heard again with an older one in
+    /// its heartbeat has not re-asserted its sockets since, and is asked to.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// Encodes a record for the KV.

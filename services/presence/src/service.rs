@@ -1,6 +1,6 @@
-//! Presence on the bus: the RPCs on `<prefix>.rpc.presence.*` (queue group `presence`), every
-//! edge's heartbeats (each replica hears all of them), and the periodic edge check and
-//! sweep.
+//! Presence on the bus: the RPCs on `<prefix>.rpc.presence.*` (queue group `presence`),
+//! the verdicts of the liveness judge (which hears every edge's heartbeats on a thread of
+//! its own, see [`crate::judge`]), and the periodic sweep.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,31 +8,37 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use p2piano_bus::{Bus, BusError, Headers, Message, Subscription};
-use p2piano_protocol::presence::Heartbeat;
 use p2piano_protocol::{ErrorBody, ErrorCode, PresenceOp, Reply, Subjects};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::judge::{Verdict, spawn_judge};
 use crate::metrics::RequestLabels;
 use crate::presence::Presence;
 
 /// Queue group of the presence RPCs: each request reaches one replica.
 pub const QUEUE_GROUP: &str = "presence";
 
+/// Most RPCs handled at once by one replica; past it, requests wait in the subscription
+/// (and `p2piano_presence_rpc_in_flight` shows the backlog), rather than each taking a
+/// share of an overloaded KV.
+pub const MAX_IN_FLIGHT: usize = 512;
+
 /// The presence service, subscribed and ready to serve.
 pub struct PresenceService {
     presence: Arc<Presence>,
+    bus: Bus,
     rpc: Subscription,
-    heartbeats: Subscription,
     heartbeat_every: Duration,
     drain_timeout: Duration,
 }
 
 impl PresenceService {
-    /// Subscribes to the RPCs and the heartbeats, and adopts the edges and grace periods
+    /// Subscribes to the RPCs, starts the index, and adopts the edges and grace periods
     /// already recorded (a restart continues where the last run stopped).
     pub async fn subscribe(
         presence: Arc<Presence>,
@@ -41,15 +47,15 @@ impl PresenceService {
         heartbeat_every: Duration,
         drain_timeout: Duration,
     ) -> Result<Self, BusError> {
-        let heartbeats = bus.subscribe(&subjects.all_edge_heartbeats()).await?;
         let rpc = bus
             .queue_subscribe(&subjects.presence_rpc_all(), QUEUE_GROUP)
             .await?;
+        presence.start_index();
         presence.adopt_known_edges().await;
         Ok(Self {
             presence,
+            bus: bus.clone(),
             rpc,
-            heartbeats,
             heartbeat_every,
             drain_timeout,
         })
@@ -58,31 +64,53 @@ impl PresenceService {
     /// Serves until `shutdown`, then drains the RPC subscription and answers what was received.
     pub async fn serve(mut self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
-        let mut check = tokio::time::interval(self.heartbeat_every / 2);
-        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (verdicts_tx, mut verdicts) = mpsc::unbounded_channel();
+        let judge_stop = CancellationToken::new();
+        // Stops the judge however this future ends, dropped with its runtime included.
+        let _judge_guard = judge_stop.clone().drop_guard();
+        let judge = match spawn_judge(
+            self.presence.clone(),
+            self.bus.clone(),
+            self.heartbeat_every / 2,
+            verdicts_tx,
+            judge_stop.clone(),
+        ) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                tracing::error!(error = %e, "could not start the liveness judge");
+                None
+            }
+        };
         let mut sweep = tokio::time::interval(self.presence.settings.sweep_every());
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let limit = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(msg) = self.heartbeats.next() => self.on_heartbeat(&tracker, msg),
+                Some(verdict) = verdicts.recv() => {
+                    let presence = self.presence.clone();
+                    match verdict {
+                        Verdict::Heard(hb) => tracker.spawn(async move { presence.heartbeat(*hb).await }),
+                        Verdict::Silent(edge) => tracker.spawn(async move { presence.edge_gone(&edge).await }),
+                    };
+                }
                 msg = self.rpc.next() => match msg {
                     Some(msg) => {
+                        // At the limit, wait here for a request to finish: the next ones
+                        // stay queued in the subscription meanwhile.
+                        let Ok(permit) = limit.clone().acquire_owned().await else { break };
                         let presence = self.presence.clone();
-                        tracker.spawn(handle(presence, msg));
+                        tracker.spawn(async move {
+                            handle(presence, msg).await;
+                            drop(permit);
+                        });
                     }
                     None => {
                         tracing::warn!("presence subscription closed by the bus");
                         break;
                     }
                 },
-                _ = check.tick() => {
-                    for edge in self.presence.silent_edges() {
-                        let presence = self.presence.clone();
-                        tracker.spawn(async move { presence.edge_gone(&edge).await });
-                    }
-                }
                 _ = sweep.tick() => {
                     let presence = self.presence.clone();
                     tracker.spawn(async move { presence.sweep().await });
@@ -90,7 +118,10 @@ impl PresenceService {
             }
         }
         tracing::info!("presence service draining");
-        let _ = self.heartbeats.unsubscribe().await;
+        judge_stop.cancel();
+        if let Some(judge) = judge {
+            let _ = tokio::task::spawn_blocking(move || judge.join()).await;
+        }
         if let Err(e) = self.rpc.drain().await {
             tracing::warn!(error = %e, "could not drain the presence subscription");
         }
@@ -106,26 +137,6 @@ impl PresenceService {
         }
         self.presence.stop_timers().await;
         tracing::info!("presence service stopped");
-    }
-
-    fn on_heartbeat(&self, tracker: &TaskTracker, msg: Message) {
-        match serde_json::from_slice::<Heartbeat>(&msg.payload) {
-            Ok(hb) if self.is_own_subject(&msg.subject, &hb.edge_id) => {
-                let presence = self.presence.clone();
-                tracker.spawn(async move { presence.heartbeat(hb).await });
-            }
-            Ok(_) => {
-                tracing::warn!(subject = %msg.subject, "heartbeat for another edge's subject ignored")
-            }
-            Err(e) => {
-                tracing::warn!(subject = %msg.subject, error = %e, "malformed heartbeat ignored")
-            }
-        }
-    }
-
-    /// A heartbeat counts only on its own edge's subject.
-    fn is_own_subject(&self, subject: &str, edge_id: &str) -> bool {
-        subject == self.presence.subjects.edge_heartbeat(edge_id)
     }
 }
 
@@ -153,6 +164,7 @@ async fn run(
         PresenceOp::SessionGet => encode(p.session_get(parse(payload)?).await),
         PresenceOp::Connect => encode(p.connect(parse(payload)?).await),
         PresenceOp::Disconnect => encode(p.disconnect(parse(payload)?).await),
+        PresenceOp::Resync => encode(p.resync(parse(payload)?).await),
     })
 }
 
@@ -161,6 +173,7 @@ async fn handle(presence: Arc<Presence>, msg: Message) {
     let op_name = op.map_or("unknown", PresenceOp::as_str);
     let span = tracing::info_span!("presence.rpc", otel.kind = "server", op = op_name);
     p2piano_telemetry::set_parent_from(&span, &msg.headers);
+    presence.metrics.rpc_in_flight.inc();
     async {
         let started = Instant::now();
         let Some(reply_to) = msg.reply.as_deref() else {
@@ -183,5 +196,6 @@ async fn handle(presence: Arc<Presence>, msg: Message) {
         tracing::debug!(outcome, elapsed_ms = started.elapsed().as_millis() as u64, "presence request");
     }
     .instrument(span)
-    .await
+    .await;
+    presence.metrics.rpc_in_flight.dec();
 }

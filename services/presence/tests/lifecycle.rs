@@ -79,6 +79,11 @@ async fn two_replicas_leave_exactly_once(mode: Mode) {
         events.next_left().await.user_id.as_ref(),
         Some(&marker.user_id)
     );
+    // Rooms counts a request after publishing its event: wait for the count to get there.
+    p2piano_testkit::wait_until("four rooms leaves counted", || async {
+        h.rooms_leaves().await >= 4.0
+    })
+    .await;
     assert_eq!(
         h.rooms_leaves().await,
         4.0,
@@ -119,6 +124,11 @@ async fn restart_mid_grace_still_leaves_once(mode: Mode) {
         events.next_left().await.user_id.as_ref(),
         Some(&marker.user_id)
     );
+    // Rooms counts a request after publishing its event: wait for the count to get there.
+    p2piano_testkit::wait_until("two rooms leaves counted", || async {
+        h.rooms_leaves().await >= 2.0
+    })
+    .await;
     assert_eq!(h.rooms_leaves().await, 2.0);
 }
 

@@ -251,7 +251,7 @@ async fn dead_edge_members_are_left_in_time(h: Harness) {
         tokio::task::yield_now().await;
     }
     // Killed: no stopping heartbeat, just silence.
-    beats.abort();
+    beats.kill();
     let died = Instant::now();
     let mut gone = vec![
         events.next_left().await.user_id.unwrap(),
@@ -280,7 +280,7 @@ async fn stopping_edge_goes_to_grace_at_once(h: Harness) {
     let pid = h.connect_and_join(&a, "edge-draining", "c1", &room).await["pid"].clone();
     h.connect_and_join(&b, "edge-draining", "c2", &room).await;
     stop.cancel();
-    beats.await.unwrap();
+    beats.finished().await;
     // a's page comes back on another edge within the grace period; b does not.
     let back: Value = h
         .presence_ok(
@@ -398,8 +398,8 @@ async fn connect_without_room_keeps_the_membership(h: Harness) {
 }
 
 /// A socket of the same session without the page id of the one in its grace period is
-/// another page (a reload): the old membership ends at once, so that the edge's join is a
-/// new one, announced. The grace period's own end then announces nothing more.
+/// another page (a reload): presence tells the edge to renew the membership, which rooms
+/// announces as a leave and a join. The grace period's own end then announces nothing more.
 async fn a_new_page_ends_the_membership_in_grace(h: Harness) {
     let room = h.room().await;
     let mut events = h.events().await;
@@ -413,28 +413,39 @@ async fn a_new_page_ends_the_membership_in_grace(h: Harness) {
         }
         let reply: Value = h.presence_ok(PresenceOp::Connect, req).await;
         assert_eq!(reply["reconnect"], false, "a new page is not a reconnect");
+        assert_eq!(reply["renew"], true, "the edge is to renew the membership");
         assert_ne!(reply["pid"], first["pid"], "a new page gets a new page id");
-        let left = events.next_left().await;
-        assert_eq!(left.user_id.as_ref(), Some(&s.user_id), "the old page left");
-        assert!(!h.members_of(&room).await.contains(&s.user_id.to_string()));
-        // The edge joins for the new page: a new membership, announced.
+        // The edge joins for the new page with `renew`: a leave, then a join, announced.
         let _: p2piano_protocol::rpc::JoinReply = h
             .rooms_ok(
                 p2piano_protocol::RoomsOp::Join,
-                json!({"code": room.code, "userId": s.user_id}),
+                json!({"code": room.code, "userId": s.user_id, "renew": true}),
             )
             .await;
+        let left = events.next_left().await;
+        assert_eq!(left.user_id.as_ref(), Some(&s.user_id), "the old page left");
+        assert!(h.members_of(&room).await.contains(&s.user_id.to_string()));
         assert!(h.disconnect(&s, "edge-b", "c2").await);
     }
-    // The last page's grace period ends with its leave; then the marker's leave is the next
-    // event: the grace periods that new pages cut short announced nothing more.
+    // The last page's grace period ends with its leave (about when a marker's does); then a
+    // second marker's leave is the next event: the grace periods that new pages cut short
+    // announced nothing more.
     let marker = h.session().await;
     h.connect_and_join(&marker, "edge-a", "m1", &room).await;
     assert!(h.disconnect(&marker, "edge-a", "m1").await);
+    let mut two = vec![
+        events.next_left().await.user_id.unwrap(),
+        events.next_left().await.user_id.unwrap(),
+    ];
+    two.sort();
+    let mut expected = vec![s.user_id.clone(), marker.user_id.clone()];
+    expected.sort();
+    assert_eq!(two, expected);
+    let last = h.session().await;
+    h.connect_and_join(&last, "edge-a", "m2", &room).await;
+    assert!(h.disconnect(&last, "edge-a", "m2").await);
     let left = events.next_left().await;
-    assert_eq!(left.user_id.as_ref(), Some(&s.user_id));
-    let left = events.next_left().await;
-    assert_eq!(left.user_id.as_ref(), Some(&marker.user_id));
+    assert_eq!(left.user_id.as_ref(), Some(&last.user_id));
 }
 
 /// `disconnect` with `leave` (the page closed its socket): the member leaves at once, no

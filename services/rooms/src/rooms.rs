@@ -33,13 +33,14 @@ const CHANGE_ATTEMPTS: u32 = 64;
 pub type CodeSource = Arc<dyn Fn() -> RoomCode + Send + Sync>;
 
 /// The outcome of an operation that may have changed a room: the reply value, and the
-/// membership event to publish when something was committed.
+/// membership events to publish, in order, when something was committed.
 #[derive(Debug)]
 pub struct Outcome<T> {
     /// What the caller gets back.
     pub reply: T,
-    /// What the others are told, if anything changed.
-    pub event: Option<MembersEvent>,
+    /// What the others are told (nothing when nothing changed; a leave and a join for a
+    /// renewed member).
+    pub events: Vec<MembersEvent>,
 }
 
 /// The room rules over a store.
@@ -77,6 +78,9 @@ enum Decision<T> {
     Keep(T),
     /// Write the modified room; reply with this and publish an event of this kind.
     Write(T, MembersEventKind, Option<UserId>),
+    /// Write the room unchanged but for two revisions, and publish that this member left
+    /// (with the room as it would be without them) and joined again: a member's new page.
+    Renew(T, UserId),
 }
 
 impl Rooms {
@@ -171,7 +175,10 @@ impl Rooms {
             Ok(Decision::Write((), MembersEventKind::Settings, None))
         })
         .await
-        .map(|(room, (), event)| Outcome { reply: room, event })
+        .map(|(room, (), events)| Outcome {
+            reply: room,
+            events,
+        })
     }
 
     /// `join`: adds the user (idempotent), with the next free palette colour.
@@ -188,15 +195,23 @@ impl Rooms {
             .or_else(|| profile.as_ref().map(|p| p.instrument))
             .unwrap_or_default();
         let now = self.clock.now();
-        let (room, (user, rejoined), event) = self
+        let (room, (user, rejoined), events) = self
             .change(&req.code, |room| {
                 if let Some(p) = room.participant(&req.user_id) {
+                    if req.renew {
+                        return Ok(Decision::Renew((p.clone(), false), req.user_id.clone()));
+                    }
                     return Ok(Decision::Keep((p.clone(), true)));
                 }
-                if room.settings.locked {
+                // The owner may always come back to their room; presence may put back a
+                // member it wrongly announced as left.
+                let privileged = req.restore || room.owner_id == req.user_id;
+                if room.settings.locked && !privileged {
                     return Err(ErrorBody::new(ErrorCode::Forbidden, "room is locked"));
                 }
-                if room.participants.len() >= usize::from(room.settings.max_participants) {
+                if room.participants.len() >= usize::from(room.settings.max_participants)
+                    && !req.restore
+                {
                     return Err(ErrorBody::new(ErrorCode::Full, "room is full"));
                 }
                 let user = Participant {
@@ -223,7 +238,7 @@ impl Rooms {
                 user,
                 rejoined,
             },
-            event,
+            events,
         })
     }
 
@@ -233,7 +248,10 @@ impl Rooms {
     pub async fn leave(&self, req: LeaveRoom) -> Result<Outcome<LeaveReply>, ErrorBody> {
         self.change(&req.code, |room| {
             let before = room.participants.len();
-            room.participants.retain(|p| p.id != req.user_id);
+            // A conditional leave spares a membership newer than its decision.
+            room.participants.retain(|p| {
+                p.id != req.user_id || req.joined_before.is_some_and(|t| p.joined_at > t)
+            });
             if room.participants.len() == before {
                 return Ok(Decision::Keep(false));
             }
@@ -244,9 +262,9 @@ impl Rooms {
             ))
         })
         .await
-        .map(|(room, left, event)| Outcome {
+        .map(|(room, left, events)| Outcome {
             reply: LeaveReply { room, left },
-            event,
+            events,
         })
     }
 
@@ -256,7 +274,7 @@ impl Rooms {
         &self,
         req: UpdateUser,
     ) -> Result<Outcome<UpdateUserReply>, ErrorBody> {
-        let (room, user, event) = self
+        let (room, user, events) = self
             .change(&req.code, |room| {
                 let Some(p) = room.participants.iter_mut().find(|p| p.id == req.user_id) else {
                     return Err(ErrorBody::new(
@@ -284,12 +302,12 @@ impl Rooms {
                 ))
             })
             .await?;
-        if event.is_some() {
+        if !events.is_empty() {
             self.remember(&user, &room.code).await;
         }
         Ok(Outcome {
             reply: UpdateUserReply { room, user },
-            event,
+            events,
         })
     }
 
@@ -314,36 +332,59 @@ impl Rooms {
     }
 
     /// Read → decide → write-if-unchanged, retried on lost races. Returns the room as
-    /// committed (or as read, when nothing changed), the decision's value and the event.
+    /// committed (or as read, when nothing changed), the decision's value and the events.
     async fn change<T>(
         &self,
         code: &RoomCode,
         mut decide: impl FnMut(&mut Room) -> Result<Decision<T>, ErrorBody>,
-    ) -> Result<(Room, T, Option<MembersEvent>), ErrorBody> {
+    ) -> Result<(Room, T, Vec<MembersEvent>), ErrorBody> {
         for attempt in 0..CHANGE_ATTEMPTS {
             let now = self.clock.now();
             let current = self.store.find(code, now).await?.ok_or_else(not_found)?;
             let mut room = current.room.clone();
-            match decide(&mut room)? {
-                Decision::Keep(value) => return Ok((current.room, value, None)),
+            let (value, events) = match decide(&mut room)? {
+                Decision::Keep(value) => return Ok((current.room, value, Vec::new())),
                 Decision::Write(value, kind, user_id) => {
                     room.revision = current.room.revision + 1;
                     room.last_activity = now;
-                    let expire_at = room.participants.is_empty().then(|| now.plus(self.idle));
-                    let next = StoredRoom { room, expire_at };
-                    if self.store.replace(&next, current.room.revision).await? {
-                        let event = MembersEvent {
-                            kind,
-                            user_id,
-                            room: next.room.clone(),
-                        };
-                        return Ok((next.room, value, Some(event)));
-                    }
-                    // Lost the race: back off a little, growing with contention, and retry.
-                    let jitter = rand::rng().random_range(0..=u64::from(attempt.min(10)) + 1);
-                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    let event = MembersEvent {
+                        kind,
+                        user_id,
+                        room: room.clone(),
+                    };
+                    (value, vec![event])
                 }
+                Decision::Renew(value, user_id) => {
+                    // The leave as it would have been (revision + 1, without the member),
+                    // then the join (revision + 2, the room as stored), so that every
+                    // reader applies them in order and ends with the member in.
+                    let mut without = room.clone();
+                    without.participants.retain(|p| p.id != user_id);
+                    without.revision = current.room.revision + 1;
+                    without.last_activity = now;
+                    room.revision = current.room.revision + 2;
+                    room.last_activity = now;
+                    let left = MembersEvent {
+                        kind: MembersEventKind::Left,
+                        user_id: Some(user_id.clone()),
+                        room: without,
+                    };
+                    let joined = MembersEvent {
+                        kind: MembersEventKind::Joined,
+                        user_id: Some(user_id),
+                        room: room.clone(),
+                    };
+                    (value, vec![left, joined])
+                }
+            };
+            let expire_at = room.participants.is_empty().then(|| now.plus(self.idle));
+            let next = StoredRoom { room, expire_at };
+            if self.store.replace(&next, current.room.revision).await? {
+                return Ok((next.room, value, events));
             }
+            // Lost the race: back off a little, growing with contention, and retry.
+            let jitter = rand::rng().random_range(0..=u64::from(attempt.min(10)) + 1);
+            tokio::time::sleep(Duration::from_millis(jitter)).await;
         }
         Err(ErrorBody::new(
             ErrorCode::Conflict,

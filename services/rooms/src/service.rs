@@ -161,18 +161,22 @@ fn encode<T: Serialize>(reply: &Reply<T>) -> Bytes {
     Bytes::from(serde_json::to_vec(reply).unwrap_or_default())
 }
 
-/// The reply bytes, the error code if it failed, and the event to publish.
-type Handled = (Bytes, Option<ErrorCode>, Option<MembersEvent>);
+/// The reply bytes, the error code if it failed, and the events to publish.
+type Handled = (Bytes, Option<ErrorCode>, Vec<MembersEvent>);
 
 fn reply_of<T: Serialize>(r: Result<T, ErrorBody>) -> Handled {
     let code = r.as_ref().err().map(|e| e.code);
-    (encode(&Reply::from(r)), code, None)
+    (encode(&Reply::from(r)), code, Vec::new())
 }
 
 fn reply_with_event<T: Serialize>(r: Result<Outcome<T>, ErrorBody>) -> Handled {
     match r {
-        Ok(o) => (encode(&Reply::Ok(o.reply)), None, o.event),
-        Err(e) => (encode(&Reply::<()>::Error(e.clone())), Some(e.code), None),
+        Ok(o) => (encode(&Reply::Ok(o.reply)), None, o.events),
+        Err(e) => (
+            encode(&Reply::<()>::Error(e.clone())),
+            Some(e.code),
+            Vec::new(),
+        ),
     }
 }
 
@@ -193,15 +197,15 @@ impl Handler {
                 tracing::warn!(subject = %msg.subject, "rooms request without a reply subject ignored");
                 return;
             };
-            let (body, failed, event) = match op {
+            let (body, failed, events) = match op {
                 Some(op) => self
                     .run(op, &msg.payload)
                     .await
                     .unwrap_or_else(|e| reply_of::<()>(Err(e))),
                 None => reply_of::<()>(Err(ErrorBody::new(ErrorCode::Invalid, "unknown rooms operation"))),
             };
-            if let Some(event) = event {
-                self.publish_event(&event).await;
+            for event in &events {
+                self.publish_event(event).await;
             }
             let outcome = failed.map_or("ok", ErrorCode::as_str);
             tracing::Span::current().record("outcome", outcome);

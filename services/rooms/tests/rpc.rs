@@ -34,6 +34,9 @@ both_modes!(
     join_is_idempotent_and_colors_are_unique,
     join_uses_profile_defaults,
     join_refused_when_full_or_locked,
+    renew_announces_a_leave_then_a_join,
+    owner_and_restore_pass_a_lock,
+    a_late_conditional_leave_spares_a_newer_membership,
     join_validates_input,
     leave_is_idempotent,
     update_user_changes_member,
@@ -264,6 +267,139 @@ async fn join_refused_when_full_or_locked(h: Harness) {
     assert!(again.rejoined, "a member may rejoin a locked room");
     let after: Room = h.ok(RoomsOp::Get, json!({"code": room.code})).await;
     assert_eq!(after.participants.len(), 2);
+}
+
+/// A member's new page: `renew` publishes the member's leave (the room without them) and
+/// then their join (the room with them), in revision order, and keeps their place and
+/// colour, even in a full and locked room.
+async fn renew_announces_a_leave_then_a_join(h: Harness) {
+    let owner = uid();
+    let room: Room = h
+        .ok(
+            RoomsOp::Create,
+            json!({"ownerId": owner, "settings": {"maxParticipants": 2}}),
+        )
+        .await;
+    let (a, b) = (uid(), uid());
+    let ja: JoinReply = h
+        .ok(RoomsOp::Join, json!({"code": room.code, "userId": a}))
+        .await;
+    let _: JoinReply = h
+        .ok(RoomsOp::Join, json!({"code": room.code, "userId": b}))
+        .await;
+    let _: Room = h
+        .ok(
+            RoomsOp::Update,
+            json!({"code": room.code, "by": owner, "settings": {"locked": true}}),
+        )
+        .await;
+    let mut events = h.events().await;
+    let renewed: JoinReply = h
+        .ok(
+            RoomsOp::Join,
+            json!({"code": room.code, "userId": a, "renew": true}),
+        )
+        .await;
+    assert!(!renewed.rejoined, "announced as a join");
+    assert_eq!(renewed.user, ja.user, "same place, same colour");
+    let left = events.next().await;
+    let joined = events.next().await;
+    assert_eq!(
+        (left.kind, left.user_id.as_ref().map(|u| u.as_str())),
+        (MembersEventKind::Left, Some(a.as_str()))
+    );
+    assert!(
+        !left.room.is_member(&ja.user.id),
+        "the leave shows the room without a"
+    );
+    assert_eq!(
+        (joined.kind, joined.user_id.as_ref().map(|u| u.as_str())),
+        (MembersEventKind::Joined, Some(a.as_str()))
+    );
+    assert!(joined.room.is_member(&ja.user.id));
+    assert!(left.room.revision < joined.room.revision);
+    assert_eq!(joined.room, renewed.room);
+    assert_eq!(renewed.room.participants.len(), 2);
+    // Renewing someone who is not a member is a plain join (refused here: locked).
+    assert_eq!(
+        h.err(
+            RoomsOp::Join,
+            json!({"code": room.code, "userId": uid(), "renew": true})
+        )
+        .await,
+        ErrorCode::Forbidden
+    );
+}
+
+/// A locked room lets its owner back in, and presence's restore of a member it wrongly
+/// announced as left passes both the lock and the size limit; nobody else gets in.
+async fn owner_and_restore_pass_a_lock(h: Harness) {
+    let owner = uid();
+    let room: Room = h
+        .ok(
+            RoomsOp::Create,
+            json!({"ownerId": owner, "settings": {"maxParticipants": 1, "locked": true}}),
+        )
+        .await;
+    let _: JoinReply = h
+        .ok(RoomsOp::Join, json!({"code": room.code, "userId": owner}))
+        .await;
+    let stranger = uid();
+    assert_eq!(
+        h.err(
+            RoomsOp::Join,
+            json!({"code": room.code, "userId": stranger})
+        )
+        .await,
+        ErrorCode::Forbidden
+    );
+    let restored: JoinReply = h
+        .ok(
+            RoomsOp::Join,
+            json!({"code": room.code, "userId": stranger, "restore": true}),
+        )
+        .await;
+    assert!(!restored.rejoined);
+    assert_eq!(restored.room.participants.len(), 2, "over the limit of 1");
+    for who in [&stranger, &owner] {
+        let _: LeaveReply = h
+            .ok(RoomsOp::Leave, json!({"code": room.code, "userId": who}))
+            .await;
+    }
+    let back: JoinReply = h
+        .ok(RoomsOp::Join, json!({"code": room.code, "userId": owner}))
+        .await;
+    assert!(!back.rejoined, "the owner came back into the locked room");
+}
+
+/// A leave decided before the member's current membership began (presence's leave of an
+/// old page, reaching rooms after the same session joined again) changes nothing; one
+/// decided after it removes the member.
+async fn a_late_conditional_leave_spares_a_newer_membership(h: Harness) {
+    let room = create_room(&h, &uid()).await;
+    let a = uid();
+    let joined: JoinReply = h
+        .ok(RoomsOp::Join, json!({"code": room.code, "userId": a}))
+        .await;
+    let at = joined.user.joined_at.millis();
+    let before = p2piano_protocol::Timestamp::from_millis(at - 1);
+    let late: LeaveReply = h
+        .ok(
+            RoomsOp::Leave,
+            json!({"code": room.code, "userId": a, "joinedBefore": before}),
+        )
+        .await;
+    assert!(!late.left, "the newer membership stays");
+    assert!(late.room.is_member(&joined.user.id));
+    let after = p2piano_protocol::Timestamp::from_millis(at);
+    let due: LeaveReply = h
+        .ok(
+            RoomsOp::Leave,
+            json!({"code": room.code, "userId": a, "joinedBefore": after}),
+        )
+        .await;
+    assert!(due.left);
+    assert!(!due.room.is_member(&joined.user.id));
 }
 
 async fn join_validates_input(h: Harness) {

@@ -198,6 +198,8 @@ async fn concurrent_joins_fill_exactly_to_the_limit(store: Arc<impl RoomStore>) 
                         user_id: UserId::random(),
                         display_name: None,
                         instrument: None,
+                        renew: false,
+                        restore: false,
                     })
                     .await
             })

@@ -59,6 +59,18 @@ impl Bus {
         }
     }
 
+    /// A handle on the same bus for work that must not wait for this one's runtime: on NATS
+    /// a connection of its own (named `name`), whose I/O runs on the runtime this is called
+    /// on; in process a clone (delivery needs no task there). Liveness (heartbeats sent and
+    /// judged) uses one on a thread of its own, so that a saturated main runtime cannot
+    /// delay it into a false death.
+    pub async fn dedicated(&self, name: &str) -> Result<Bus, BusError> {
+        Ok(match self.transport.dedicated(name).await? {
+            Some(transport) => Bus { transport },
+            None => self.clone(),
+        })
+    }
+
     /// Which backend this bus runs on.
     pub fn kind(&self) -> BusKind {
         self.transport.kind()

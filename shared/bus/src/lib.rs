@@ -18,6 +18,7 @@
 mod bus;
 mod error;
 mod headers;
+mod lane;
 mod memory;
 mod message;
 mod nats;
@@ -29,5 +30,6 @@ mod transport;
 pub use bus::{Bus, BusKind};
 pub use error::{BusError, BusErrorKind};
 pub use headers::Headers;
+pub use lane::spawn_lane;
 pub use message::Message;
 pub use subscription::Subscription;

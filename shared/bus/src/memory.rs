@@ -212,6 +212,10 @@ impl Transport for InProcess {
     fn dropped_messages(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }
+
+    async fn dedicated(&self, _name: &str) -> Result<Option<Arc<dyn Transport>>, BusError> {
+        Ok(None)
+    }
 }
 
 /// An in-process subscription: the receiving end of its slot's channel.

@@ -34,6 +34,8 @@ const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The NATS backend: one client connection.
 pub(crate) struct NatsTransport {
     client: Client,
+    /// The servers connected to, for [`Transport::dedicated`].
+    url: String,
     /// Messages the client dropped for a slow subscriber (counted from slow-consumer events).
     dropped: Arc<AtomicU64>,
 }
@@ -75,7 +77,11 @@ impl NatsTransport {
                 | ConnectErrorKind::Io
                 | ConnectErrorKind::MaxReconnects => BusError::disconnected(err),
             })?;
-        Ok(Self { client, dropped })
+        Ok(Self {
+            client,
+            url: url.to_owned(),
+            dropped,
+        })
     }
 }
 
@@ -292,6 +298,11 @@ impl Transport for NatsTransport {
 
     fn dropped_messages(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    async fn dedicated(&self, name: &str) -> Result<Option<Arc<dyn Transport>>, BusError> {
+        let transport = NatsTransport::connect(&self.url, name).await?;
+        Ok(Some(Arc::new(transport)))
     }
 }
 

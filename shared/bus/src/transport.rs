@@ -3,6 +3,7 @@
 //! Subjects, reply subjects, queue groups and headers are validated by `Bus` before they get
 //! here, so backends only move messages.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -54,4 +55,9 @@ pub(crate) trait Transport: Send + Sync {
 
     /// Messages dropped so far because a subscriber of this handle could not keep up.
     fn dropped_messages(&self) -> u64;
+
+    /// Another handle on the same bus with a connection of its own (NATS), driven by the
+    /// runtime this is called on; the in-process bus returns `None` (its clones already
+    /// need no runtime of their own).
+    async fn dedicated(&self, name: &str) -> Result<Option<Arc<dyn Transport>>, BusError>;
 }

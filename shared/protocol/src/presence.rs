@@ -187,6 +187,10 @@ pub struct Connect {
         skip_serializing_if = "Option::is_none"
     )]
     pub pid: Option<String>,
+    /// The session's public id, when the edge has just looked the session up (it always
+    /// does, at the socket's handshake): presence then need not read the session again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
 }
 
 /// A socket somewhere: which edge, which id.
@@ -215,6 +219,11 @@ pub struct ConnectReply {
     /// when it is the same page, else a new one. Absent from an older presence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<String>,
+    /// True when this is a new page of a member whose previous socket is in its grace
+    /// period (a reload): the edge joins with `renew`, so that the others hear a leave and
+    /// a join and rebuild their links to the new page.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub renew: bool,
 }
 
 /// `disconnect`: a socket closed.
@@ -250,6 +259,41 @@ pub struct DisconnectReply {
     pub left: bool,
 }
 
+/// How many buckets the socket digest of an edge has: conn ids are spread over them by
+/// hash, so that a busy edge, whose sockets come and go all the time, still has buckets that
+/// stay unchanged long enough to be compared.
+pub const DIGEST_BUCKETS: usize = 16;
+
+/// How long a digest bucket must have been unchanged, on the edge and in presence, before
+/// the two are compared: longer than a connect or disconnect takes to reach both sides.
+pub const DIGEST_SETTLE_MS: u32 = 2_000;
+
+/// The 64-bit hash of a conn id that socket digests are made of (FNV-1a: the edge and
+/// presence must compute the same value, in any process and any version).
+pub fn digest_of(conn_id: &str) -> u64 {
+    conn_id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The digest bucket of a hash from [`digest_of`].
+pub fn digest_bucket(hash: u64) -> usize {
+    (hash >> 60) as usize % DIGEST_BUCKETS
+}
+
+/// What a set of sockets looks like, cheaply: per bucket, the XOR of [`digest_of`] of the
+/// conn ids in it, and how long the bucket has been unchanged. An edge sends the digest of
+/// the sockets it holds; presence compares it with the one of the live records it has for
+/// the edge, bucket by bucket, where both sides have been unchanged for a while.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeDigest {
+    /// XOR of the hashes in each bucket.
+    pub buckets: [u64; DIGEST_BUCKETS],
+    /// Milliseconds since each bucket last changed.
+    pub stable_ms: [u32; DIGEST_BUCKETS],
+}
+
 /// `<prefix>.edge.<id>.heartbeat`: an edge is alive and holds this many sockets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -265,6 +309,15 @@ pub struct Heartbeat {
     /// sockets as gone at once (their clients reconnect elsewhere within the grace period).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stopping: bool,
+    /// The generation of the edge's record that the edge last re-asserted its sockets
+    /// for. Presence raises the generation when it declares the edge dead; an edge that is
+    /// heard again with an older one was not dead after all (a pause), and is asked to
+    /// re-assert its sockets (a [`EdgeControl::Resync`]).
+    #[serde(default)]
+    pub generation: u64,
+    /// The digest of the sockets the edge holds (absent from an older edge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<EdgeDigest>,
 }
 
 /// `<prefix>.edge.<id>.control`: what presence asks of one edge.
@@ -278,6 +331,82 @@ pub enum EdgeControl {
         #[serde(rename = "connId")]
         conn_id: String,
     },
+    /// Re-assert the sockets you hold (those of `buckets`, or all of them): presence
+    /// declared this edge dead, or its records and the edge's digest disagree.
+    Resync {
+        /// The generation of the edge's record to report once done.
+        generation: u64,
+        /// The connections bucket's revision when presence asked; echoed back, so that only
+        /// records written before the edge looked at its sockets count as orphans.
+        before: u64,
+        /// The digest buckets to re-assert; all when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        buckets: Option<Vec<u8>>,
+    },
+}
+
+/// One socket an edge holds, as it re-asserts it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldSocket {
+    /// The session's secret.
+    pub session_id: SessionId,
+    /// The socket's id on the edge.
+    #[serde(deserialize_with = "conn_id")]
+    pub conn_id: String,
+    /// The session's public id.
+    pub user_id: UserId,
+    /// The room the socket is in, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_code: Option<RoomCode>,
+    /// The socket's page id.
+    #[serde(
+        default,
+        deserialize_with = "page_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pid: Option<String>,
+}
+
+/// `resync`: an edge re-asserts (part of) the sockets it holds, after a
+/// [`EdgeControl::Resync`]. Sent in parts of at most [`RESYNC_PART`] sockets; the last part
+/// carries the ids of every socket of the buckets concerned, so that presence can retire
+/// the records of sockets the edge no longer has.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resync {
+    /// The edge.
+    #[serde(deserialize_with = "edge_id")]
+    pub edge_id: String,
+    /// Echoed from the request.
+    pub before: u64,
+    /// Echoed from the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<Vec<u8>>,
+    /// The sockets of this part.
+    pub sockets: Vec<HeldSocket>,
+    /// In the last part only: the conn ids of every socket of the buckets concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Vec<String>>,
+}
+
+/// Most sockets in one [`Resync`] part (a part stays well under NATS's 1 MB payload).
+pub const RESYNC_PART: usize = 500;
+
+/// Reply to `resync`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResyncReply {
+    /// Sockets whose records were missing or in their grace period and are live again.
+    pub restored: u64,
+    /// Sockets whose members had been announced as left and were joined to their rooms
+    /// again.
+    pub rejoined: u64,
+    /// Sockets that another socket of their session has replaced meanwhile: the edge closes
+    /// them as replaced.
+    pub stale: Vec<String>,
+    /// Records of sockets the edge no longer holds, moved to their grace period.
+    pub retired: u64,
 }
 
 #[cfg(test)]
@@ -338,7 +467,19 @@ mod tests {
             connections: 3,
             at: Timestamp::from_millis(0),
             stopping: false,
+            generation: 0,
+            digest: None,
         };
         assert!(serde_json::to_value(&hb).unwrap().get("stopping").is_none());
+        // An older edge's heartbeat (no generation, no digest) still reads.
+        let old: Heartbeat = serde_json::from_value(
+            json!({"edgeId": "e1", "connections": 3, "at": "1970-01-01T00:00:00.000Z"}),
+        )
+        .unwrap();
+        assert_eq!(old, hb);
+        // The digest hash is stable across processes and versions.
+        assert_eq!(digest_of(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(digest_of("a"), 0xaf63_dc4c_8601_ec8c);
+        assert!(digest_bucket(u64::MAX) < DIGEST_BUCKETS);
     }
 }

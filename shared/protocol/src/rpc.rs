@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::room::{Participant, Room, SettingsPatch};
+use crate::time::Timestamp;
 use crate::validate::{Color, DisplayName, Instrument, RoomCode, UserId};
 
 /// `create`: make a new room owned by `ownerId`. Reply: the [`Room`].
@@ -54,6 +55,16 @@ pub struct JoinRoom {
     /// Instrument; defaults to the user's profile instrument, else `PIANO`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instrument: Option<Instrument>,
+    /// A new page of a current member (a reload whose old socket was in its grace
+    /// period): the others are told the member left and joined again (two events), so
+    /// that they rebuild their links to the new page. The member keeps their place (no
+    /// newcomer can take it in between) and may do this in a locked or full room.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub renew: bool,
+    /// Presence puts back a member that it announced as left while their socket was open
+    /// all along (their edge was wrongly believed dead): allowed into a locked or full room.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restore: bool,
 }
 
 /// Reply to `join`.
@@ -76,6 +87,11 @@ pub struct LeaveRoom {
     pub code: RoomCode,
     /// Public id of the member leaving.
     pub user_id: UserId,
+    /// Only if the member joined at or before this time: presence's leaves carry the time it
+    /// decided them, so that a leave that reaches rooms late cannot remove the member's
+    /// newer membership (the same session back from another page a moment later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined_before: Option<Timestamp>,
 }
 
 /// Reply to `leave`.

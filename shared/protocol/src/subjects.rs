@@ -62,15 +62,19 @@ pub enum PresenceOp {
     Connect,
     /// Report a socket gone.
     Disconnect,
+    /// An edge re-asserts the sockets it holds (after presence declared it dead, or when
+    /// their digests disagree).
+    Resync,
 }
 
 impl PresenceOp {
     /// Every operation.
-    pub const ALL: [PresenceOp; 4] = [
+    pub const ALL: [PresenceOp; 5] = [
         PresenceOp::SessionCreate,
         PresenceOp::SessionGet,
         PresenceOp::Connect,
         PresenceOp::Disconnect,
+        PresenceOp::Resync,
     ];
 
     /// The subject token of this operation.
@@ -80,6 +84,7 @@ impl PresenceOp {
             PresenceOp::SessionGet => "session_get",
             PresenceOp::Connect => "connect",
             PresenceOp::Disconnect => "disconnect",
+            PresenceOp::Resync => "resync",
         }
     }
 

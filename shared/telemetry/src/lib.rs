@@ -20,6 +20,16 @@ mod readiness;
 mod serve;
 mod subscriber;
 
+/// Tests that install subscribers run one at a time: tracing caches, per call site, an
+/// interest combined over every subscriber alive in the process, so a subscriber of one
+/// test would change whether another test's spans are enabled.
+#[cfg(test)]
+pub(crate) fn one_subscriber_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub use admin::{AdminState, OPENMETRICS_CONTENT_TYPE, admin_router};
 pub use carrier::HeaderCarrier;
 pub use error::TelemetryError;

@@ -114,6 +114,7 @@ mod tests {
     #[test]
     fn trace_only_spans_exist_only_for_export() {
         use opentelemetry::trace::TracerProvider as _;
+        let _one = crate::one_subscriber_at_a_time();
 
         for json in [false, true] {
             let logs_only = subscriber("info", json, None).unwrap();

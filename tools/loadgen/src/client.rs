@@ -1,5 +1,5 @@
 //! One player's socket: Engine.IO 4 / Socket.IO 5 over WebSocket, namespace `/api`
-//! (the client dialect of PROTOCOL.md). It answers the server's pings itself and hands the
+//! (the client dialect of docs/protocol.md). It answers the server's pings itself and hands the
 //! caller only events, `41/api,` and the close.
 
 use std::future::Future;

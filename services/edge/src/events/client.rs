@@ -1,4 +1,4 @@
-//! The client dialect's events (namespace `/api`), validated as PROTOCOL.md lists them.
+//! The client dialect's events (namespace `/api`), validated as docs/protocol.md lists them.
 
 use p2piano_protocol::UserId;
 use serde_json::{Map, Value};

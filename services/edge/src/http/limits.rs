@@ -1,5 +1,5 @@
-//! Per-session rate limits of the HTTP API (PROTOCOL.md): room creation 10 per minute,
-//! reads 60 per minute, and settings updates 30 per minute (not in PROTOCOL.md; an owner
+//! Per-session rate limits of the HTTP API (docs/protocol.md): room creation 10 per minute,
+//! reads 60 per minute, and settings updates 30 per minute (not in docs/protocol.md; an owner
 //! toggling a lock now and then never meets it, a script hammering the database does).
 //!
 //! Fixed one-minute windows per (session, class), kept in one map behind a mutex: HTTP

@@ -109,7 +109,7 @@ impl HttpState {
     }
 }
 
-/// The HTTP routes of PROTOCOL.md (without CORS and headers: see [`apply_layers`]).
+/// The HTTP routes of docs/protocol.md (without CORS and headers: see [`apply_layers`]).
 pub fn router(state: HttpState) -> Router {
     let admin = admin_router(state.inner.admin.clone());
     Router::new()

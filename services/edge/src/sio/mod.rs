@@ -119,7 +119,7 @@ impl FrameError {
     ///
     /// Only a plain event (`2`) whose header parsed can be refused: its data being invalid
     /// JSON, too deep, or not `["NAME", ...]` is the sender's mistake about one event, and
-    /// PROTOCOL.md asks for an error to the sender only. Everything else leaves no packet
+    /// docs/protocol.md asks for an error to the sender only. Everything else leaves no packet
     /// to answer, or a stream whose next frames can no longer be trusted.
     pub fn is_fatal(&self) -> bool {
         !matches!(

@@ -1,4 +1,4 @@
-//! Unit tests of the codec: every packet form the edge meets (the frames of PROTOCOL.md
+//! Unit tests of the codec: every packet form the edge meets (the frames of docs/protocol.md
 //! and of the original service's transcript), round trips, malformed input, and random
 //! input that must never panic.
 
@@ -75,7 +75,7 @@ fn engine_encoders() {
     assert_eq!(encode_pong("probe"), "3probe");
 }
 
-// ---- Socket.IO: the forms of PROTOCOL.md and the transcript ----
+// ---- Socket.IO: the forms of docs/protocol.md and the transcript ----
 
 #[test]
 fn connect_forms() {

@@ -12,7 +12,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures::StreamExt;
 use p2piano_bus::Headers;
-use p2piano_protocol::presence::{Connect, Disconnect, is_page_id};
+use p2piano_protocol::presence::{Connect, ConnectReply, Disconnect, HeldSocket, is_page_id};
 use p2piano_protocol::relay::{Relay, RelayKind};
 use p2piano_protocol::rpc::{JoinRoom, LeaveRoom, UpdateUser};
 use p2piano_protocol::{
@@ -99,6 +99,7 @@ pub async fn run(edge: Arc<Edge>, socket: WebSocket, handshake: Handshake) {
             outbox: outbox.clone(),
             dialect: None,
             replaced: replaced.clone(),
+            held: None,
         },
     );
     let settings = edge.settings.clone();
@@ -400,19 +401,8 @@ impl Conn {
     /// The service dialect connects without a room; a second socket of the session
     /// replaces the first right away.
     async fn connect_service(&mut self, ns: &str) {
-        let Some((session, _)) = self.session.clone() else {
-            return;
-        };
-        let req = Connect {
-            session_id: session,
-            edge_id: self.edge.edge_id.clone(),
-            conn_id: self.sid.to_string(),
-            room_code: None,
-            pid: self.claimed_pid.clone(),
-        };
-        match self.edge.rpc.connect(&req).await {
-            Ok(reply) => self.pid = reply.pid,
-            Err(e) => return self.connect_error(ns, &e.message).await,
+        if let Err(e) = self.register(None).await {
+            return self.connect_error(ns, &e.message).await;
         }
         self.dialect = Some(Dialect::Service);
         self.edge.set_dialect(&self.sid, Some(Dialect::Service));
@@ -432,7 +422,7 @@ impl Conn {
         instrument: Option<Instrument>,
         dialect: Dialect,
     ) -> Result<(Arc<LocalRoom>, p2piano_protocol::rpc::JoinReply), ErrorBody> {
-        let Some((session, user)) = self.session.clone() else {
+        let Some((_, user)) = self.session.clone() else {
             return Err(ErrorBody::new(ErrorCode::Forbidden, "no session"));
         };
         let room = self
@@ -441,27 +431,22 @@ impl Conn {
             .attach(code)
             .await
             .map_err(|_| ErrorBody::new(ErrorCode::Unavailable, "service unavailable"))?;
-        let result = async {
-            // A socket that already has its page id (a service-dialect socket joining a
-            // room) presents it, so that presence keeps it; else the one the client claimed.
-            let connect = Connect {
-                session_id: session,
-                edge_id: self.edge.edge_id.clone(),
-                conn_id: self.sid.to_string(),
-                room_code: Some(code.clone()),
-                pid: self.pid.clone().or_else(|| self.claimed_pid.clone()),
-            };
-            self.pid = self.edge.rpc.connect(&connect).await?.pid;
-            let join = JoinRoom {
-                code: code.clone(),
-                user_id: user,
-                display_name,
-                instrument,
-            };
-            self.edge.rpc.join_room(&join).await
-        }
-        .await;
-        match result {
+        let connected = match self.register(Some(code)).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.edge.registry.detach(code, &self.sid).await;
+                return Err(e);
+            }
+        };
+        let join = JoinRoom {
+            code: code.clone(),
+            user_id: user,
+            display_name,
+            instrument,
+            renew: connected.renew,
+            restore: false,
+        };
+        match self.edge.rpc.join_room(&join).await {
             Ok(reply) => {
                 room.observe(&reply.room);
                 let _ = dialect;
@@ -469,9 +454,45 @@ impl Conn {
             }
             Err(e) => {
                 self.edge.registry.detach(code, &self.sid).await;
+                // Presence heard of this socket: it must hear that it is gone, whatever
+                // became of the join (a client dialect socket closes on a refused join).
+                if dialect == Dialect::Client {
+                    self.disconnect(false).await;
+                }
                 Err(e)
             }
         }
+    }
+
+    /// Tells presence that this socket is its session's current one, for `room` (none yet
+    /// for a service-dialect socket), and records what presence now knows of it. A socket
+    /// that already has its page id (a service-dialect socket joining a room) presents it,
+    /// so that presence keeps it; else the one the client claimed.
+    async fn register(&mut self, room: Option<&RoomCode>) -> Result<ConnectReply, ErrorBody> {
+        let Some((session, user)) = self.session.clone() else {
+            return Err(ErrorBody::new(ErrorCode::Forbidden, "no session"));
+        };
+        let connect = Connect {
+            session_id: session.clone(),
+            edge_id: self.edge.edge_id.clone(),
+            conn_id: self.sid.to_string(),
+            room_code: room.cloned(),
+            pid: self.pid.clone().or_else(|| self.claimed_pid.clone()),
+            user_id: Some(user.clone()),
+        };
+        let reply = self.edge.rpc.connect(&connect).await?;
+        self.pid = reply.pid.clone();
+        self.edge.set_held(
+            &self.sid,
+            Some(HeldSocket {
+                session_id: session,
+                conn_id: self.sid.to_string(),
+                user_id: user,
+                room_code: room.cloned(),
+                pid: self.pid.clone(),
+            }),
+        );
+        Ok(reply)
     }
 
     /// Starts receiving the room's traffic.
@@ -497,6 +518,7 @@ impl Conn {
             let req = LeaveRoom {
                 code,
                 user_id: user.clone(),
+                joined_before: None,
             };
             if let Err(e) = self.edge.rpc.leave_room(&req).await {
                 tracing::warn!(error = %e, "leave failed; presence will retire the member");
@@ -524,11 +546,17 @@ impl Conn {
         self.unconnected_since = Instant::now();
     }
 
-    /// Tells presence that this socket is done with its session (unless it was replaced or
-    /// never connected to a namespace): `leave` ends the membership now, else the grace
-    /// period starts.
+    /// Tells presence that this socket is done with its session (unless it was replaced, or
+    /// presence never heard of it): `leave` ends the membership now, else the grace period
+    /// starts. A socket that the edge's own drain closed needs no word: presence took the
+    /// drain's last heartbeat as the grace period of all its sockets.
     async fn disconnect(&mut self, leave: bool) {
-        if self.replaced.load(Ordering::Relaxed) || self.dialect.is_none() {
+        let known = self.edge.table_held(&self.sid).is_some_and(|held| held);
+        self.edge.set_held(&self.sid, None);
+        if self.replaced.load(Ordering::Relaxed) || !known {
+            return;
+        }
+        if !leave && self.edge.draining.load(Ordering::Relaxed) {
             return;
         }
         if let Some((session, _)) = self.session.take() {

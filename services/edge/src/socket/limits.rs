@@ -1,4 +1,4 @@
-//! Per-socket rate limits on client events (PROTOCOL.md): notes 1000 / 10 s, CRDT 100 / 10 s,
+//! Per-socket rate limits on client events (docs/protocol.md): notes 1000 / 10 s, CRDT 100 / 10 s,
 //! user updates 60 / 30 s, signals 300 / 10 s, everything else 200 / 10 s. One session has
 //! one live socket (a second one replaces the first), so counting per socket is counting per
 //! session, without a lock shared across sockets on the hot path.
@@ -10,7 +10,7 @@ use tokio::time::Instant;
 /// Classes of events with their own budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
-    /// KEY_*, SUSTAIN_* (and peer-message in the service dialect).
+    /// KEY_*, SUSTAIN_* (and a service-dialect `peer-message` carrying one of them).
     Notes,
     /// AUTOMERGE_PROTOCOL.
     Crdt,

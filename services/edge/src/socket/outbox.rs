@@ -1,7 +1,7 @@
 //! A socket's outbound side: a bounded queue drained by one writer task, which also owns
 //! the Engine.IO ping timer so that heartbeats never wait behind data.
 //!
-//! Slow consumers (DESIGN.md): relayed events are offered with `try_send`; when the queue
+//! Slow consumers (docs/architecture.md): relayed events are offered with `try_send`; when the queue
 //! is full they are dropped and counted, and a socket whose queue stays full past
 //! [`SLOW_CONSUMER_GRACE`] is closed at the transport (the client reconnects). Direct
 //! replies (acks, join results) use the same queue; they only fail when the socket is

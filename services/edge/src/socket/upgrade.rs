@@ -80,7 +80,7 @@ pub async fn upgrade(
             .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         return response;
     }
-    // Polling, other transports and other Engine.IO versions (PROTOCOL.md).
+    // Polling, other transports and other Engine.IO versions (docs/protocol.md).
     if query.get("EIO").map(String::as_str) != Some("4")
         || query.get("transport").map(String::as_str) != Some("websocket")
     {

@@ -19,8 +19,15 @@ use p2piano_testkit::{MongoServer, NatsServer};
 use super::client::http;
 use crate::support::free_port;
 
-/// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_p2piano");
+/// The binary under test: `FAULTS_BIN` when set (`make test-faults` points it at the
+/// release build, since these tests measure timings at a scale the debug build cannot
+/// reach on two cores), else the one cargo built with this test.
+pub fn bin() -> String {
+    std::env::var("FAULTS_BIN")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_p2piano").to_owned())
+}
 /// The cookie secret every edge shares.
 pub const SECRET: &str = "fault-tests-cookie-secret-0123456789abcdef0123";
 /// How long a (re)started service may take to become ready on a busy 2-core machine.
@@ -121,24 +128,6 @@ impl Proc {
         }
     }
 
-    /// Waits until the port accepts TCP connections (for servers without `/health/ready`).
-    pub async fn wait_port(&mut self, within: Duration) {
-        let deadline = Instant::now() + within;
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
-            assert!(
-                self.is_running() && Instant::now() < deadline,
-                "{} not listening within {within:?}:\n{}",
-                self.name,
-                self.log_tail(40)
-            );
-            // Polling interval, not a wait for time to pass.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     /// SIGKILL (a crash) and reap.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -149,12 +138,28 @@ impl Proc {
 
     /// Sends SIGTERM (a graceful stop); see [`Proc::wait_exit`].
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends SIGSTOP: the whole process, every thread of it, stops where it is (what a
+    /// frozen node, a debugger or a long pause looks like from outside); see
+    /// [`Proc::sigcont`].
+    pub fn sigstop(&self) {
+        self.signal("STOP");
+    }
+
+    /// Sends SIGCONT: a stopped process goes on.
+    pub fn sigcont(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
         let pid = self.child.as_ref().expect("running").id();
         let ok = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([format!("-{name}"), pid.to_string()])
             .status()
             .unwrap();
-        assert!(ok.success());
+        assert!(ok.success(), "kill -{name} {pid}");
     }
 
     /// Waits for the process to exit by itself: its status, or None after `within`.
@@ -217,6 +222,21 @@ impl Drop for Proc {
     }
 }
 
+/// `p2piano all` on `port`, in-process bus and memory stores, logging to `log`.
+pub fn all_in_one(port: u16, log: PathBuf) -> Proc {
+    Proc::new(
+        "all",
+        vec![bin(), "all".to_owned()],
+        port,
+        vec![
+            ("PORT".into(), port.to_string()),
+            ("COOKIE_SECRET".into(), SECRET.into()),
+            ("P2PIANO_COOKIE_SECURE".into(), "false".into()),
+        ],
+        log,
+    )
+}
+
 /// NATS, the MongoDB-wire server, rooms, presence and the edges of one test.
 pub struct Deployment {
     /// Subject prefix and database name of this test.
@@ -231,8 +251,6 @@ pub struct Deployment {
     pub nats: NatsServer,
     /// The private MongoDB-wire server ([`Store::Durable`]).
     mongo: Option<MongoServer>,
-    /// The MongoDB-wire server of [`Store::Fast`].
-    fast_mongo: Option<Proc>,
     dir: tempfile::TempDir,
     started: Instant,
 }
@@ -243,30 +261,10 @@ pub enum Store {
     /// testkit's `MongoServer`: secantus with `--sync-on-commit` (an fsync per commit, like
     /// mongod's journal), restartable without losing a write.
     Durable,
-    /// secantus without `--sync-on-commit`, for a test that only needs throughput (about
-    /// three times the writes per second) and never restarts it.
-    Fast,
-}
-
-/// The Python that runs secantus: `SECANTUS_PYTHON`, else the virtualenv of
-/// `make test-deps` (where testkit keeps it).
-fn secantus_python() -> String {
-    if let Some(p) = std::env::var_os("SECANTUS_PYTHON").filter(|p| !p.is_empty()) {
-        return p.to_string_lossy().into_owned();
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
-        });
-    let python = cache.join("p2piano/venv/bin/python");
-    assert!(
-        python.exists(),
-        "no secantus at {} (make test-deps)",
-        python.display()
-    );
-    python.display().to_string()
+    /// No MongoDB-wire server: rooms keeps rooms in memory (`P2PIANO_ROOM_STORE=memory`),
+    /// for a test about presence at a scale (thousands of joins and leaves in seconds) that
+    /// the Python MongoDB-wire server cannot serve on this machine.
+    Memory,
 }
 
 impl Deployment {
@@ -285,45 +283,25 @@ impl Deployment {
             .prefix("p2piano-faults-")
             .tempdir()
             .unwrap();
-        let (mongo, fast_mongo, mongo_uri) = match store {
+        let (mongo, mongo_uri) = match store {
+            Store::Memory => (None, String::new()),
             Store::Durable => {
                 let m = MongoServer::start().expect("secantus");
                 let uri = m.uri();
-                (Some(m), None, uri)
-            }
-            Store::Fast => {
-                let port = free_port();
-                let config = dir.path().join("secantusd.toml");
-                std::fs::write(&config, "").unwrap();
-                let argv = [
-                    secantus_python(),
-                    "-m".into(),
-                    "secantus".into(),
-                    "--config".into(),
-                    config.display().to_string(),
-                    "--host".into(),
-                    "127.0.0.1".into(),
-                    "--port".into(),
-                    port.to_string(),
-                    "--storage-path".into(),
-                    dir.path().join("mongo-data").display().to_string(),
-                ];
-                let log = dir.path().join("mongo.log");
-                let mut p = Proc::new("mongo", argv.to_vec(), port, Vec::new(), log);
-                p.spawn();
-                p.wait_port(READY_WITHIN).await;
-                let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
-                (None, Some(p), uri)
+                (Some(m), uri)
             }
         };
         let mut common: Vec<(String, String)> = vec![
             ("NATS_URL".into(), nats.url()),
-            ("MONGO_URI".into(), mongo_uri.clone()),
             ("P2PIANO_MONGO_DB".into(), name.clone()),
             ("P2PIANO_SUBJECT_PREFIX".into(), name.clone()),
             ("COOKIE_SECRET".into(), SECRET.into()),
             ("P2PIANO_COOKIE_SECURE".into(), "false".into()),
         ];
+        match store {
+            Store::Memory => common.push(("P2PIANO_ROOM_STORE".into(), "memory".into())),
+            _ => common.push(("MONGO_URI".into(), mongo_uri.clone())),
+        }
         common.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let mut ports: Vec<u16> = Vec::new();
         while ports.len() < 2 + edges {
@@ -335,7 +313,7 @@ impl Deployment {
         let service = |name: &str, role: &'static str, port: u16, extra: Vec<(String, String)>| {
             let mut env = common.clone();
             env.extend(extra);
-            let argv = vec![BIN.to_owned(), role.to_owned()];
+            let argv = vec![bin(), role.to_owned()];
             Proc::new(
                 name,
                 argv,
@@ -364,7 +342,6 @@ impl Deployment {
             presence,
             nats,
             mongo,
-            fast_mongo,
             dir,
             started,
         };
@@ -427,7 +404,6 @@ impl Drop for Deployment {
             for p in std::iter::once(&self.rooms)
                 .chain(std::iter::once(&self.presence))
                 .chain(&self.edges)
-                .chain(&self.fast_mongo)
             {
                 eprintln!("----- {} (last 30 lines) -----\n{}", p.name, p.log_tail(30));
             }

@@ -14,9 +14,11 @@ use async_nats::jetstream::kv::{
 use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
 use async_nats::jetstream::{self as js, ErrorCode};
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
-use super::{BucketConfig, Entry, KvBucket, KvError, validate_bucket, validate_key};
+use super::{
+    BucketConfig, Change, Changes, Entry, KvBucket, KvError, Watched, validate_bucket, validate_key,
+};
 
 /// How often `create` starts over when the key changes under it between its steps (see
 /// [`JetStreamBucket::create`]); after that the racing writers are considered to win.
@@ -282,6 +284,51 @@ impl KvBucket for JetStreamBucket {
                 .map_err(|err| unavailable("keys", "*", &err))
         })
         .await
+    }
+
+    /// An ordered consumer on the bucket's stream, last value per key first (JetStream's
+    /// `LastPerSubject`), then every new message. `Current` comes after the first entry that
+    /// leaves nothing pending, or first of all when the stream held nothing.
+    async fn watch(&self) -> Result<Changes, KvError> {
+        let (empty, watch) = self
+            .bounded("watch", ">", async {
+                let info = self
+                    .store
+                    .stream
+                    .get_info()
+                    .await
+                    .map_err(|err| unavailable("watch", ">", &err))?;
+                let watch = self
+                    .store
+                    .watch_with_history(">")
+                    .await
+                    .map_err(|err| unavailable("watch", ">", &err))?;
+                Ok((info.state.messages == 0, watch))
+            })
+            .await?;
+        let mut current_sent = empty;
+        let entries = watch.flat_map(move |entry| {
+            let out: Vec<Result<Watched, KvError>> = match entry {
+                Err(err) => vec![Err(unavailable("watch", ">", &err))],
+                Ok(entry) => {
+                    let caught_up = !current_sent && entry.seen_current;
+                    current_sent |= caught_up;
+                    let change = Watched::Change(Change {
+                        value: (entry.operation == Operation::Put).then_some(entry.value),
+                        key: entry.key,
+                        revision: entry.revision,
+                    });
+                    if caught_up {
+                        vec![Ok(change), Ok(Watched::Current)]
+                    } else {
+                        vec![Ok(change)]
+                    }
+                }
+            };
+            futures::stream::iter(out)
+        });
+        let first = futures::stream::iter(empty.then_some(Ok(Watched::Current)));
+        Ok(Box::pin(first.chain(entries)))
     }
 }
 

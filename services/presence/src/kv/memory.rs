@@ -5,9 +5,15 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use tokio::time::Instant;
 
-use super::{BucketConfig, Entry, KvBucket, KvError, validate_bucket, validate_key};
+use super::{
+    BucketConfig, Change, Changes, Entry, KvBucket, KvError, Watched, validate_bucket, validate_key,
+};
+
+/// Changes a watcher may fall behind by before its watch fails (and is started again).
+const WATCH_BACKLOG: usize = 1 << 16;
 
 /// An in-memory bucket with the same semantics as the JetStream one.
 ///
@@ -42,6 +48,8 @@ struct State {
     next_revision: u64,
     /// When the next sweep of expired entries is due.
     next_sweep: Instant,
+    /// Every write and delete, for watchers.
+    changes: tokio::sync::broadcast::Sender<Change>,
 }
 
 /// One stored value.
@@ -69,6 +77,7 @@ impl MemoryBucket {
                 entries: HashMap::new(),
                 next_revision: 1,
                 next_sweep: Instant::now(),
+                changes: tokio::sync::broadcast::channel(WATCH_BACKLOG).0,
             }),
         }
     }
@@ -110,6 +119,12 @@ impl State {
     /// Stores `value` under `key` with the next revision and returns that revision.
     fn write(&mut self, key: &str, value: Bytes, now: Instant) -> u64 {
         let revision = self.take_revision();
+        // No watcher is not an error.
+        let _ = self.changes.send(Change {
+            key: key.to_owned(),
+            value: Some(value.clone()),
+            revision,
+        });
         self.entries.insert(
             key.to_owned(),
             Slot {
@@ -174,8 +189,14 @@ impl KvBucket for MemoryBucket {
             return Err(KvError::WrongRevision);
         }
         // JetStream writes a delete marker, which takes a stream sequence too.
-        state.take_revision();
-        state.entries.remove(key);
+        let revision = state.take_revision();
+        if state.entries.remove(key).is_some() {
+            let _ = state.changes.send(Change {
+                key: key.to_owned(),
+                value: None,
+                revision,
+            });
+        }
         Ok(())
     }
 
@@ -190,5 +211,40 @@ impl KvBucket for MemoryBucket {
             })
             .map(|(key, _)| key.clone())
             .collect())
+    }
+
+    async fn watch(&self) -> Result<Changes, KvError> {
+        let (state, _) = self.lock_for(None)?;
+        // Snapshot and subscription under one lock: no change falls between them.
+        let mut current: Vec<Change> = state
+            .entries
+            .iter()
+            .map(|(key, slot)| Change {
+                key: key.clone(),
+                value: Some(slot.value.clone()),
+                revision: slot.revision,
+            })
+            .collect();
+        current.sort_by_key(|c| c.revision);
+        let rx = state.changes.subscribe();
+        drop(state);
+        let later = futures::stream::unfold(rx, |mut rx| async move {
+            use tokio::sync::broadcast::error::RecvError;
+            match rx.recv().await {
+                Ok(change) => Some((Ok(Watched::Change(change)), rx)),
+                Err(RecvError::Lagged(missed)) => Some((
+                    Err(KvError::Unavailable(format!(
+                        "watch fell behind by {missed} changes"
+                    ))),
+                    rx,
+                )),
+                Err(RecvError::Closed) => None,
+            }
+        });
+        let current = current
+            .into_iter()
+            .map(|c| Ok(Watched::Change(c)))
+            .chain(std::iter::once(Ok(Watched::Current)));
+        Ok(Box::pin(futures::stream::iter(current).chain(later)))
     }
 }

@@ -20,13 +20,16 @@
 //! * Keys and bucket names are checked the same way by both implementations before
 //!   anything is sent (see [`KvError::Invalid`]).
 
+mod counted;
 mod jetstream;
 mod memory;
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::stream::BoxStream;
 
+pub use counted::{CountedBucket, KvOpLabels};
 pub use jetstream::open_jetstream;
 pub use memory::MemoryBucket;
 
@@ -43,6 +46,31 @@ pub struct Entry {
     /// The bucket-wide revision of the write that stored this value (never 0).
     pub revision: u64,
 }
+
+/// One change of a bucket as [`KvBucket::watch`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The key that changed.
+    pub key: String,
+    /// The value written, or `None` when the key was deleted or purged.
+    pub value: Option<Bytes>,
+    /// The revision of the change.
+    pub revision: u64,
+}
+
+/// What a watch yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Watched {
+    /// A value as it was when the watch started, or a later change.
+    Change(Change),
+    /// Every value the bucket held when the watch started has been delivered: from here
+    /// on, a key the watcher has not seen is absent (up to changes still on their way).
+    Current,
+}
+
+/// What a watch yields: changes, or a failure after which the watch must be started again
+/// (the watcher has missed changes, so whatever it built from them is to be rebuilt).
+pub type Changes = BoxStream<'static, Result<Watched, KvError>>;
 
 /// Why a key-value operation failed.
 ///
@@ -122,6 +150,14 @@ pub trait KvBucket: Send + Sync + 'static {
     ///
     /// Reads the whole bucket; meant for sweeps and start-up, not for hot paths.
     async fn keys(&self) -> Result<Vec<String>, KvError>;
+    /// The current value of every live key (as changes, order unspecified), then
+    /// [`Watched::Current`], then every change as it is made, in revision order.
+    ///
+    /// How a replica keeps an index of the bucket in memory without reading it again.
+    /// Expiry by `max_age` is not reported (JetStream removes such values silently), so an
+    /// index built from a watch may name keys that are gone; readers check the value
+    /// itself before acting on it.
+    async fn watch(&self) -> Result<Changes, KvError>;
 }
 
 /// Checks a key against what JetStream KV accepts: non-empty, only `[A-Za-z0-9_=/.-]`,

@@ -1,6 +1,6 @@
 //! MongoDB room store.
 //!
-//! Collections (DESIGN.md, Data): `rooms` with a unique index on `code` and a TTL index on
+//! Collections (docs/architecture.md, Data): `rooms` with a unique index on `code` and a TTL index on
 //! `expireAt` (set only while a room is empty, so MongoDB removes idle empty rooms and never
 //! an occupied one), and `users`, the profile each user keeps across rooms (unique on `id`).
 //! Writes use a revision check instead of the positional `$` operator, so the same queries
