@@ -222,7 +222,11 @@ impl Client {
     ) -> Result<F::Output, Frame> {
         let mut until = std::pin::pin!(until);
         loop {
+            // `until` first: once it has fired, no frame is counted, not even one that was
+            // already waiting. Scenarios end by closing every client, and the leaves that
+            // this announces to the clients still open are not events of the run.
             tokio::select! {
+                biased;
                 out = &mut until => return Ok(out),
                 frame = self.next() => match frame {
                     Frame::Event(t) => seen.count(&t),

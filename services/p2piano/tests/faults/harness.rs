@@ -19,9 +19,9 @@ use p2piano_testkit::{MongoServer, NatsServer};
 use super::client::http;
 use crate::support::free_port;
 
-/// The binary under test: `FAULTS_BIN` when set (`make test-faults` points it at the
-/// release build, since these tests measure timings at a scale the debug build cannot
-/// reach on two cores), else the one cargo built with this test.
+/// The binary under test: `FAULTS_BIN` when set (one built elsewhere), else the one cargo
+/// built with this test (the release build under `cargo test --release`, which the
+/// 10,000-socket drain needs: see `storm::drain_clients`).
 pub fn bin() -> String {
     std::env::var("FAULTS_BIN")
         .ok()
