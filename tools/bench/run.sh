@@ -34,6 +34,9 @@ CLUSTER_DIR="$BENCH_DIR/cluster"
 export RUN_DIR="$CLUSTER_DIR" NATS_PORT=4350 MONGO_PORT=27350 EDGE1_PORT=3952 EDGE2_PORT=3953 \
     ROOMS_ADMIN=127.0.0.1:9351 PRESENCE_ADMIN=127.0.0.1:9352 P2PIANO_BIN="$BIN"
 export RUST_LOG=${RUST_LOG:-warn}
+# The load client's thousands of sockets come from 8 loopback addresses: the per-address
+# connection cap (a protection, not what is measured) is off for the run.
+export P2PIANO_MAX_CONNECTIONS_PER_IP=0
 # The split deployment keeps its rooms in memory (`p2piano rooms` with
 # P2PIANO_ROOM_STORE=memory; sessions stay in JetStream KV): the MongoDB-wire server on this
 # machine is secantusdb, a Python stand-in for MongoDB that serves a few tens of writes per

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::{Edge, SocketSettings};
+use crate::gate::Gate;
 use crate::http::{self, CookieSigner, HttpState, IpLimits, SessionAuth};
 use crate::metrics::EdgeMetrics;
 use crate::rpc::Rpc;
@@ -71,7 +72,7 @@ pub struct Application {
     router: axum::Router,
     heartbeat: std::time::Duration,
     drain_budget: std::time::Duration,
-    header_read_timeout: std::time::Duration,
+    limits: crate::serve::Limits,
 }
 
 impl Application {
@@ -88,7 +89,12 @@ impl Application {
 
     /// Builds the edge on a given bus (embedded mode and tests).
     pub async fn build_with(config: &Config, bus: Bus) -> Result<Self, AppError> {
-        Self::build_with_settings(config, bus, SocketSettings::default()).await
+        let settings = SocketSettings {
+            connect_timeout: config.connect_timeout(),
+            body_timeout: config.body_timeout(),
+            ..SocketSettings::default()
+        };
+        Self::build_with_settings(config, bus, settings).await
     }
 
     /// Builds the edge on a given bus with explicit Engine.IO settings (tests use small
@@ -123,7 +129,28 @@ impl Application {
                 config.ip_connect_burst,
             )),
         );
-        let header_read_timeout = settings.header_read_timeout;
+        let max_total = match config.max_connections {
+            0 => {
+                crate::gate::default_max_connections(crate::gate::open_file_limit().unwrap_or(1024))
+            }
+            n => n,
+        };
+        let gate = Gate::new(
+            max_total,
+            config.max_connections_per_ip,
+            metrics.tcp_connections.clone(),
+        );
+        tracing::info!(
+            max_connections = max_total,
+            max_connections_per_ip = config.max_connections_per_ip,
+            "connection caps"
+        );
+        let limits = crate::serve::Limits {
+            gate: gate.clone(),
+            header_read_timeout: settings.header_read_timeout,
+            body_timeout: settings.body_timeout,
+            metrics: metrics.clone(),
+        };
         let edge = Edge::new(
             id.clone(),
             rpc.clone(),
@@ -135,6 +162,7 @@ impl Application {
         let readiness = Arc::new(EdgeReadiness {
             bus: bus.clone(),
             edge: edge.clone(),
+            gate,
         });
         let admin = AdminState {
             metrics: registry,
@@ -163,7 +191,7 @@ impl Application {
             router,
             heartbeat: config.heartbeat(),
             drain_budget: config.drain_timeout(),
-            header_read_timeout,
+            limits,
         })
     }
 
@@ -196,12 +224,7 @@ impl Application {
         );
         let http_stop = CancellationToken::new();
         let serve_stop = http_stop.clone();
-        let server = crate::serve::serve(
-            self.listener,
-            self.router,
-            self.header_read_timeout,
-            serve_stop,
-        );
+        let server = crate::serve::serve(self.listener, self.router, self.limits, serve_stop);
         let server = tokio::spawn(server);
         shutdown.cancelled().await;
         tracing::info!("edge draining");
@@ -218,10 +241,12 @@ impl Application {
     }
 }
 
-/// Ready when the bus is connected and the edge is not draining.
+/// Ready when the bus is connected, the edge is not draining, and it is not near its cap
+/// on connections (a balancer then sends new players to another edge).
 struct EdgeReadiness {
     bus: Bus,
     edge: Arc<Edge>,
+    gate: Arc<Gate>,
 }
 
 impl Readiness for EdgeReadiness {
@@ -232,6 +257,13 @@ impl Readiness for EdgeReadiness {
             }
             if !self.bus.is_connected() {
                 return Err("nats: not connected".to_owned());
+            }
+            if self.gate.near_cap() {
+                return Err(format!(
+                    "near the connection cap: {} of {} open",
+                    self.gate.open(),
+                    self.gate.max_total()
+                ));
             }
             Ok(())
         })

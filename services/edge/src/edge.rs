@@ -41,6 +41,9 @@ pub struct SocketSettings {
     /// start, or the end of its previous request) before the connection is closed: the
     /// slowloris bound. Does not apply to upgraded sockets.
     pub header_read_timeout: Duration,
+    /// How long a request's body may take, from the end of its headers
+    /// (`P2PIANO_BODY_TIMEOUT_MS`).
+    pub body_timeout: Duration,
 }
 
 impl Default for SocketSettings {
@@ -48,11 +51,12 @@ impl Default for SocketSettings {
         Self {
             ping_interval: Duration::from_millis(25_000),
             ping_timeout: Duration::from_millis(20_000),
-            connect_timeout: Duration::from_secs(45),
+            connect_timeout: Duration::from_secs(10),
             max_payload: 64 * 1024,
             max_attachments: 4,
             outbox_capacity: crate::socket::outbox::OUTBOX_CAPACITY,
             header_read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -92,6 +96,8 @@ pub struct Edge {
     pub vitals: Arc<EdgeVitals>,
     /// True once the drain began: no new sockets, readiness 503.
     pub draining: Arc<AtomicBool>,
+    /// The event budgets of the sessions with a socket here (or recently).
+    pub budgets: Arc<crate::socket::budgets::Budgets>,
     sockets: Mutex<HashMap<Arc<str>, SocketEntry>>,
     /// Socket tasks, awaited by the drain.
     pub tasks: TaskTracker,
@@ -118,6 +124,7 @@ impl Edge {
             metrics,
             vitals: Arc::new(EdgeVitals::default()),
             draining: Arc::new(AtomicBool::new(false)),
+            budgets: crate::socket::budgets::Budgets::new(),
             sockets: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
         })

@@ -10,6 +10,7 @@
 //! - [`events`]: validation of each dialect's events into actions;
 //! - [`dialect`]: how each dialect's outgoing events are written;
 //! - [`fanout`]: per-room subscriptions and delivery to local sockets;
+//! - [`serve`], [`gate`]: the accept loop, its deadlines and its connection caps;
 //! - [`edge`], [`app`]: shared state, start-up, control from presence, drain.
 
 pub mod app;
@@ -17,6 +18,7 @@ pub mod dialect;
 pub mod edge;
 pub mod events;
 pub mod fanout;
+pub mod gate;
 pub mod http;
 pub mod metrics;
 pub mod rpc;

@@ -26,6 +26,13 @@ pub struct RequestLabels {
     pub op: &'static str,
 }
 
+/// Label of connections turned away at accept: which cap was reached.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CapLabel {
+    /// `total` or `per_address`.
+    pub cap: &'static str,
+}
+
 /// The edge's metrics. Cloning shares the series.
 #[derive(Clone, Debug)]
 pub struct EdgeMetrics {
@@ -50,6 +57,20 @@ pub struct EdgeMetrics {
     pub rejected: Counter,
     /// `p2piano_edge_http_rate_limited_total`: HTTP requests answered 429.
     pub http_rate_limited: Counter,
+    /// `p2piano_edge_tcp_connections`: TCP connections open (sockets and HTTP), the count
+    /// the caps apply to.
+    pub tcp_connections: Gauge,
+    /// `p2piano_edge_connections_refused_total{cap}`: connections closed at accept because
+    /// a cap was reached.
+    pub connections_refused: Family<CapLabel, Counter>,
+    /// `p2piano_edge_header_timeouts_total`: connections closed because a request's
+    /// headers (or the next request on an idle keep-alive connection) did not come in time.
+    pub header_timeouts: Counter,
+    /// `p2piano_edge_body_timeouts_total`: request bodies that did not arrive in time.
+    pub body_timeouts: Counter,
+    /// `p2piano_edge_connect_timeouts_total`: sockets closed because they did not connect
+    /// to a namespace in time.
+    pub connect_timeouts: Counter,
     /// `p2piano_edge_bus_request_duration_seconds{service,op}`: time from sending a request
     /// to rooms or presence until its reply (or failure), as the edge waits for it.
     pub bus_request_duration: Family<RequestLabels, Histogram>,
@@ -68,6 +89,11 @@ impl EdgeMetrics {
             rate_limited: Counter::default(),
             rejected: Counter::default(),
             http_rate_limited: Counter::default(),
+            tcp_connections: Gauge::default(),
+            connections_refused: Family::default(),
+            header_timeouts: Counter::default(),
+            body_timeouts: Counter::default(),
+            connect_timeouts: Counter::default(),
             bus_request_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 14))
             }),
@@ -114,6 +140,31 @@ impl EdgeMetrics {
             m.http_rate_limited.clone(),
         );
         registry.register(
+            "edge_tcp_connections",
+            "TCP connections open, sockets and HTTP (what the connection caps count)",
+            m.tcp_connections.clone(),
+        );
+        registry.register(
+            "edge_connections_refused",
+            "Connections closed at accept because a connection cap was reached",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "edge_header_timeouts",
+            "Connections closed because request headers did not arrive in time",
+            m.header_timeouts.clone(),
+        );
+        registry.register(
+            "edge_body_timeouts",
+            "Request bodies that did not arrive in time",
+            m.body_timeouts.clone(),
+        );
+        registry.register(
+            "edge_connect_timeouts",
+            "Sockets closed because they did not connect to a namespace in time",
+            m.connect_timeouts.clone(),
+        );
+        registry.register(
             "edge_bus_request_duration_seconds",
             "Time until rooms or presence answered a request",
             m.bus_request_duration.clone(),
@@ -137,6 +188,15 @@ impl EdgeMetrics {
                 .get_or_create(&EventLabel { event })
                 .inc_by(n);
         }
+    }
+
+    /// Counts a connection turned away by a cap.
+    pub fn connection_refused(&self, refused: crate::gate::Refused) {
+        self.connections_refused
+            .get_or_create(&CapLabel {
+                cap: refused.label(),
+            })
+            .inc();
     }
 
     /// Records how long a request to `service` took.

@@ -1,41 +1,68 @@
-//! The edge's HTTP/1.1 accept loop.
+//! The edge's HTTP/1.1 accept loop: every phase of a connection has a deadline, and the
+//! number of connections has caps.
 //!
 //! `axum::serve` gives hyper no timer, so hyper's header read timeout never runs there: a
 //! client that opens a TCP connection and never sends a request, or sends its headers a
 //! byte at a time (slowloris), holds a connection and a task for ever. This loop is
-//! `axum::serve` with that one thing added: hyper's HTTP/1 connection with a Tokio timer and
-//! [`SocketSettings::header_read_timeout`](crate::edge::SocketSettings) (10 s by default),
-//! WebSocket upgrades, `TCP_NODELAY`, the peer address as `ConnectInfo`, and a graceful stop.
-//! Upgraded sockets are not affected: they leave hyper at the upgrade, and the Engine.IO
-//! connect and ping deadlines take over.
+//! `axum::serve` with what it lacks for the open internet:
+//!
+//! - **caps**: each connection takes a [`Pass`] from the [`Gate`] before anything is read,
+//!   or is closed at once (the global cap and the per-address cap, [`crate::gate`]);
+//! - **headers**: hyper's HTTP/1 connection with a Tokio timer and
+//!   [`SocketSettings::header_read_timeout`](crate::edge::SocketSettings) (10 s by
+//!   default), which also bounds an idle keep-alive connection between two requests;
+//! - **body**: a request's body must arrive within the body deadline from the end of its
+//!   headers ([`DeadlineBody`]); a route reading it past that answers 408 and the
+//!   connection closes;
+//! - WebSocket upgrades (the pass travels with the request into the socket task, where the
+//!   namespace connect deadline and the ping deadlines take over), `TCP_NODELAY`, the peer
+//!   address as `ConnectInfo`, and a graceful stop.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::extract::Request;
 use axum::response::Response;
-use hyper::body::Incoming;
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::gate::{Gate, Pass};
+use crate::metrics::EdgeMetrics;
+
+/// What the accept loop enforces.
+#[derive(Clone)]
+pub struct Limits {
+    /// The connection caps.
+    pub gate: Arc<Gate>,
+    /// From the connection's start, or the end of its previous request, to the end of the
+    /// next request's headers.
+    pub header_read_timeout: Duration,
+    /// From the end of a request's headers to the end of its body.
+    pub body_timeout: Duration,
+    /// Where refusals and deadlines are counted.
+    pub metrics: EdgeMetrics,
+}
+
 /// Serves `router` on `listener` until `stop`; then stops accepting, lets requests in
 /// flight finish, and returns when every connection (not upgraded sockets) has closed.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    header_read_timeout: Duration,
-    stop: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: CancellationToken) {
     let connections = TaskTracker::new();
     let closing = CancellationToken::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout);
     loop {
         let (tcp, peer) = tokio::select! {
             () = stop.cancelled() => break,
@@ -49,6 +76,16 @@ pub async fn serve(
                 }
             },
         };
+        let pass = match limits.gate.admit(peer.ip(), true) {
+            Ok(pass) => pass,
+            Err(refused) => {
+                // Closed before a byte is read: the cheapest answer, and the one that
+                // keeps this process's descriptors for the connections it serves.
+                limits.metrics.connection_refused(refused);
+                drop(tcp);
+                continue;
+            }
+        };
         // Notes are small frames written one at a time: with Nagle's algorithm on, each
         // waits for the previous one's ACK (which the client may delay by up to 40 ms).
         if let Err(error) = tcp.set_nodelay(true) {
@@ -57,7 +94,11 @@ pub async fn serve(
         let service = PeerService {
             router: router.clone(),
             peer,
+            pass: Arc::new(pass),
+            body_timeout: limits.body_timeout,
+            body_timeouts: limits.metrics.body_timeouts.clone(),
         };
+        let header_timeouts = limits.metrics.header_timeouts.clone();
         let conn = http
             .serve_connection(TokioIo::new(tcp), service)
             .with_upgrades();
@@ -67,6 +108,9 @@ pub async fn serve(
             tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(error) = result {
+                        if error.is_timeout() {
+                            header_timeouts.inc();
+                        }
                         tracing::trace!(%error, "connection ended with an error");
                     }
                     return;
@@ -81,11 +125,16 @@ pub async fn serve(
     connections.wait().await;
 }
 
-/// The router for one connection, with the peer's address as `ConnectInfo`.
+/// The router for one connection, with the peer's address as `ConnectInfo` and the
+/// connection's [`Pass`] in every request's extensions (the upgrade handler moves it into
+/// the socket task, so that an upgraded socket keeps its place under the caps).
 #[derive(Clone)]
 struct PeerService {
     router: Router,
     peer: SocketAddr,
+    pass: Arc<Pass>,
+    body_timeout: Duration,
+    body_timeouts: Counter,
 }
 
 impl hyper::service::Service<Request<Incoming>> for PeerService {
@@ -95,8 +144,80 @@ impl hyper::service::Service<Request<Incoming>> for PeerService {
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(ConnectInfo(self.peer));
+        req.extensions_mut().insert(self.pass.clone());
         let mut router = self.router.clone();
+        let req = if hyper::body::Body::is_end_stream(req.body()) {
+            req.map(axum::body::Body::new)
+        } else {
+            let (timeout, counter) = (self.body_timeout, self.body_timeouts.clone());
+            req.map(|inner| axum::body::Body::new(DeadlineBody::new(inner, timeout, counter)))
+        };
         // Router is always ready (its poll_ready returns Ready at once).
-        tower_service::Service::call(&mut router, req.map(axum::body::Body::new))
+        tower_service::Service::call(&mut router, req)
+    }
+}
+
+/// The error of a body that did not arrive before its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive before its deadline")]
+pub struct BodyTimeout;
+
+/// Whether a body read failed on its deadline (the routes answer 408 then).
+pub fn is_body_timeout(e: axum::Error) -> bool {
+    let inner = e.into_inner();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+    while let Some(e) = source {
+        if e.is::<BodyTimeout>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// A request body that fails with [`BodyTimeout`] once its deadline passes, so that a
+/// client sending its body slowly, or part of it and then nothing, cannot hold a route (and
+/// its connection) beyond it. Only requests with a body pay for the timer.
+struct DeadlineBody {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeouts: Counter,
+}
+
+impl DeadlineBody {
+    fn new(inner: Incoming, timeout: Duration, timeouts: Counter) -> Self {
+        Self {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            timeouts,
+        }
+    }
+}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.timeouts.inc();
+            return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -55,6 +55,9 @@ mod one_edge {
         slow_handshakes_are_cut_off,
         hostile_json_and_framing_hurt_only_the_sender,
         openapi_documents_what_the_limits_answer,
+        budgets_are_per_session_not_per_socket,
+        more_than_one_origin_is_refused,
+        json_routes_want_json_bodies,
     );
 }
 
@@ -666,4 +669,89 @@ async fn openapi_documents_what_the_limits_answer() {
         let r = request(c.edge(0), "GET", &format!("/rooms/{code}"), &[], None).await;
         assert_eq!(r.status, 404, "{code}: {}", r.body);
     }
+}
+
+/// Spends the whole key-press budget (1,000 per 10 s, refilled evenly) and more, then
+/// reconnects with the same cookie: the new socket finds the budget spent. Counted per
+/// socket, a reconnect after each burst would deliver a fresh 1,000.
+async fn budgets_are_per_session_not_per_socket() {
+    let c = Cluster::start(Mode::InProcess).await;
+    let (cookie, code) = c.session_with_room(0).await;
+    let note = json!({"note": 60, "velocity": 1, "targetUserIds": []});
+    let (mut a, _) = web(&c, 0, &cookie, &code).await;
+    for _ in 0..1_100 {
+        a.emit("KEY_DOWN", note.clone()).await;
+    }
+    assert_eq!(a.expect("exception").await["code"], 429);
+    a.close().await;
+    let (mut b, _) = web(&c, 0, &cookie, &code).await;
+    for _ in 0..100 {
+        b.emit("KEY_DOWN", note.clone()).await;
+    }
+    assert_eq!(
+        b.expect("exception").await["code"],
+        429,
+        "the new socket of the session found its budget spent"
+    );
+    // Another session is not affected.
+    let (other_cookie, _) = c.session_with_room(0).await;
+    let (mut o, _) = web(&c, 0, &other_cookie, &code).await;
+    o.emit("NO_SUCH_EVENT", json!({})).await;
+    assert_eq!(o.expect("exception").await["code"], 400);
+}
+
+/// A browser sends one `Origin`; an upgrade with two is refused, even when one of them is
+/// allowed.
+async fn more_than_one_origin_is_refused() {
+    let c = Cluster::start(Mode::InProcess).await;
+    let (cookie, _) = c.session_with_room(0).await;
+    let (status, head) = upgrade_from(
+        Ipv4Addr::LOCALHOST,
+        c.edge(0),
+        &[
+            ("Origin", "http://localhost:5173"),
+            ("Origin", "https://evil.example"),
+            ("Cookie", &cookie),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403, "{head}");
+}
+
+/// A body on a JSON route must be declared `application/json` (415 otherwise); a request
+/// with no body needs no `Content-Type`, as the web client creates its rooms.
+async fn json_routes_want_json_bodies() {
+    let c = Cluster::start(Mode::InProcess).await;
+    let port = c.edge(0);
+    let body = r#"{"settings":{"locked":true}}"#;
+    let r = request(
+        port,
+        "POST",
+        "/rooms",
+        &[("Content-Type", "text/plain")],
+        Some(body),
+    )
+    .await;
+    assert_eq!(r.status, 415, "{}", r.body);
+    // No Content-Type at all (the test helper would add one).
+    let raw = format!(
+        "POST /rooms HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let head = exchange_from(Ipv4Addr::LOCALHOST, port, &raw).await;
+    assert!(head.starts_with("HTTP/1.1 415"), "{head}");
+    let r = request(
+        port,
+        "POST",
+        "/rooms",
+        &[("Content-Type", "application/json; charset=utf-8")],
+        Some(body),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = request(port, "POST", "/api/room", &[], None).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = request(port, "POST", "/rooms", &[], None).await;
+    assert_eq!(r.status, 201, "{}", r.body);
 }

@@ -470,7 +470,8 @@ async fn rate_limit_answers_429_and_the_socket_survives(c: Cluster) {
     let (_b, wb) = client(&c, 0, &cookie_b, &code).await;
     a.expect("USER_CONNECT").await;
     let me_b = wb["userId"].as_str().unwrap().to_owned();
-    for _ in 0..1001 {
+    // The budget, 1,000, and more than the bucket refills (100 a second) while they go out.
+    for _ in 0..1_100 {
         a.emit("KEY_UP", json!({"note": 1, "targetUserIds": [me_b]}))
             .await;
     }
@@ -487,7 +488,14 @@ async fn rate_limit_answers_429_and_the_socket_survives(c: Cluster) {
         json!({"type": "x".repeat(17), "targetUserIds": []}),
     )
     .await;
-    assert_eq!(a.expect("exception").await["code"], 400);
+    // Past the other refusals of the burst, the tick's own answer.
+    let code = loop {
+        let code = a.expect("exception").await["code"].clone();
+        if code != 429 {
+            break code;
+        }
+    };
+    assert_eq!(code, 400);
 }
 
 async fn malformed_input_only_hurts_its_sender(c: Cluster) {

@@ -30,6 +30,11 @@ use crate::records::{EdgeRecord, decode, encode};
 /// at once: beyond it, requests are waiting on the KV rather than being served).
 const BEHIND_AT: i64 = (crate::service::MAX_IN_FLIGHT / 4) as i64;
 
+/// The longest a dead edge's leaves wait for a backlog of requests to clear. Ghosts must
+/// be gone 10 s after an edge dies, which is 2 s past the edge timeout and the grace period
+/// with the defaults: the hold takes at most half of that, the leaves themselves the rest.
+const HOLD_AT_MOST: Duration = Duration::from_secs(1);
+
 /// Sockets of a dead edge retired at once.
 const EDGE_GONE_IN_FLIGHT: usize = 256;
 
@@ -310,9 +315,9 @@ impl Presence {
         // Requests queueing here (a burst of reconnects at the limit of what this replica
         // handles at once) may be the very sessions coming back: their leaves would be
         // announced only because presence is behind. Hold the announcements while the
-        // backlog lasts, at most one more grace period, and say so.
+        // backlog lasts, for at most [`HOLD_AT_MOST`], and say so.
         let held_since = tokio::time::Instant::now();
-        while self.behind() && held_since.elapsed() < self.settings.grace {
+        while self.behind() && held_since.elapsed() < HOLD_AT_MOST.min(self.settings.grace) {
             self.metrics.leaves_held.inc();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

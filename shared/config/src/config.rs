@@ -83,6 +83,22 @@ pub struct Config {
     /// `P2PIANO_IP_CONNECT_BURST`, default 2000: how many attempts one address may make at
     /// once before `ip_connect_rate` applies (at least 1 when the limit is on).
     pub ip_connect_burst: u32,
+    /// `P2PIANO_MAX_CONNECTIONS`: TCP connections the edge holds at once, sockets and HTTP
+    /// alike; 0 (the default) derives it from the open-file limit, less headroom for the
+    /// process's own files (NATS, admin port, health checks). Over it, new connections are
+    /// closed at once, and the edge reports not-ready from 15/16 of it.
+    pub max_connections: usize,
+    /// `P2PIANO_MAX_CONNECTIONS_PER_IP`, default 256: connections one client address (an
+    /// IPv6 /64) holds at once; 0 turns it off. Behind a balancer it applies to the client
+    /// address the balancer reports, once `P2PIANO_TRUSTED_PROXIES` lists the balancer.
+    pub max_connections_per_ip: usize,
+    /// `P2PIANO_BODY_TIMEOUT_MS`, default 10000: how long a request's body may take to
+    /// arrive, from the end of its headers; past it the request is answered 408 and its
+    /// connection closed.
+    pub body_timeout_ms: u64,
+    /// `P2PIANO_CONNECT_TIMEOUT_MS`, default 10000: how soon a new socket must connect to a
+    /// namespace (socket.io-client does so at once); past it the socket is closed.
+    pub connect_timeout_ms: u64,
     /// `P2PIANO_LEAVE_GRACE_MS`, default 5000: how long a dropped connection may take to come
     /// back before its member is announced as left (0 announces at once).
     pub leave_grace_ms: u64,
@@ -135,6 +151,10 @@ impl Default for Config {
             session_ttl_secs: 86400,
             ip_connect_rate: 1000,
             ip_connect_burst: 2000,
+            max_connections: 0,
+            max_connections_per_ip: 256,
+            body_timeout_ms: 10_000,
+            connect_timeout_ms: 10_000,
             leave_grace_ms: 5000,
             heartbeat_ms: 1000,
             edge_timeout_ms: 3000,

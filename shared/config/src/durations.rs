@@ -41,6 +41,16 @@ impl Config {
         Duration::from_millis(self.edge_timeout_ms)
     }
 
+    /// How long a request body may take (`P2PIANO_BODY_TIMEOUT_MS`).
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+
+    /// How soon a socket must connect to a namespace (`P2PIANO_CONNECT_TIMEOUT_MS`).
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
     /// Budget for a graceful stop (`P2PIANO_DRAIN_TIMEOUT_MS`).
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)

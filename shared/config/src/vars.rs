@@ -83,6 +83,18 @@ pub(crate) const VARS: &[Var] = &[
     var(SESSION_TTL_SECS, "session_ttl_secs", Kind::Parsed),
     var("P2PIANO_IP_CONNECT_RATE", "ip_connect_rate", Kind::Parsed),
     var("P2PIANO_IP_CONNECT_BURST", "ip_connect_burst", Kind::Parsed),
+    var("P2PIANO_MAX_CONNECTIONS", "max_connections", Kind::Parsed),
+    var(
+        "P2PIANO_MAX_CONNECTIONS_PER_IP",
+        "max_connections_per_ip",
+        Kind::Parsed,
+    ),
+    var("P2PIANO_BODY_TIMEOUT_MS", "body_timeout_ms", Kind::Parsed),
+    var(
+        "P2PIANO_CONNECT_TIMEOUT_MS",
+        "connect_timeout_ms",
+        Kind::Parsed,
+    ),
     var("P2PIANO_LEAVE_GRACE_MS", "leave_grace_ms", Kind::Parsed),
     var(HEARTBEAT_MS, "heartbeat_ms", Kind::Parsed),
     var(EDGE_TIMEOUT_MS, "edge_timeout_ms", Kind::Parsed),

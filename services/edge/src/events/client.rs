@@ -34,13 +34,13 @@ pub fn relay_data(event: &str, obj: &Map<String, Value>) -> Result<(Class, Value
         "KEY_DOWN" => {
             data.insert("note".into(), int_in(obj, "note", 127)?);
             data.insert("velocity".into(), int_in(obj, "velocity", 127)?);
-            Class::Notes
+            Class::KeyDown
         }
         "KEY_UP" => {
             data.insert("note".into(), int_in(obj, "note", 127)?);
-            Class::Notes
+            Class::KeyUp
         }
-        "SUSTAIN_DOWN" | "SUSTAIN_UP" => Class::Notes,
+        "SUSTAIN_DOWN" | "SUSTAIN_UP" => Class::Pedal,
         "METRONOME_TICK" => {
             match obj.get("type").and_then(Value::as_str) {
                 Some(t) if t.chars().count() <= MAX_TICK_TYPE => {
@@ -165,7 +165,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!((class, event.as_str()), (Class::Notes, "KEY_DOWN"));
+        assert_eq!((class, event.as_str()), (Class::KeyDown, "KEY_DOWN"));
         assert_eq!(to.unwrap().len(), 1);
         assert_eq!(data, json!({"note": 60, "velocity": 100}));
         for bad in [

@@ -34,6 +34,13 @@ pub enum ApiError {
     /// The body is larger than allowed (413).
     #[error("{0}")]
     TooLarge(String),
+    /// The body did not arrive within `P2PIANO_BODY_TIMEOUT_MS` (408; the connection is
+    /// closed after the answer).
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
+    /// A body that is not JSON on a JSON route (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// Over a per-session rate limit (429 with `Retry-After`).
     #[error("Too many requests, retry in {} s", retry_secs(*.0))]
     RateLimited(Duration),
@@ -59,6 +66,8 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::ClientRoomNotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -110,6 +119,13 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if matches!(self, ApiError::BodyTimeout) {
+            // The rest of the body may still come: the connection cannot carry another
+            // request, and a client that stalls does not get to hold it.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -38,13 +38,40 @@ pub struct CreatedRoomId {
     pub room_id: String,
 }
 
-/// Reads a JSON body of at most [`MAX_BODY`] bytes; an empty body is `T::default()`.
-async fn json_body<T: for<'de> Deserialize<'de> + Default>(body: Body) -> Result<T, ApiError> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
-        ApiError::TooLarge(format!("request body must be at most {MAX_BODY} bytes"))
-    })?;
+/// Whether `headers` declare a JSON body (`application/json`, with or without parameters
+/// such as `charset`).
+fn declares_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Reads a JSON body of at most [`MAX_BODY`] bytes; an empty body is `T::default()` and
+/// needs no `Content-Type` (the web client creates rooms with neither), any other body must
+/// be declared `application/json` (415). A body that stalls past its deadline
+/// ([`crate::serve`]) is 408.
+async fn json_body<T: for<'de> Deserialize<'de> + Default>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
+    let bytes =
+        axum::body::to_bytes(body, MAX_BODY).await.map_err(
+            |e| match crate::serve::is_body_timeout(e) {
+                true => ApiError::BodyTimeout,
+                false => {
+                    ApiError::TooLarge(format!("request body must be at most {MAX_BODY} bytes"))
+                }
+            },
+        )?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
+    }
+    if !declares_json(headers) {
+        return Err(ApiError::UnsupportedMediaType(
+            "the request body must be application/json".into(),
+        ));
     }
     serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))
 }
@@ -100,6 +127,8 @@ fn service_code(code: &str) -> Result<RoomCode, ApiError> {
     responses(
         (status = 201, description = "The new room", body = RoomView),
         (status = 400, description = "Invalid settings", body = ErrorResponse),
+        (status = 408, description = "The body did not arrive within P2PIANO_BODY_TIMEOUT_MS; the connection is closed", body = ErrorResponse),
+        (status = 415, description = "A body that is not declared application/json", body = ErrorResponse),
         (status = 429, description = "More than 10 rooms a minute from this session, or too many new sessions from this address (P2PIANO_IP_CONNECT_RATE)", body = ErrorResponse),
         (status = 503, description = "The rooms service is unavailable", body = ErrorResponse),
     )
@@ -112,7 +141,7 @@ pub async fn create_room(
     body: Body,
 ) -> Response {
     with_session(&state, &headers, addr, HttpClass::Create, |session| async {
-        let body: SettingsBody = json_body(body).await?;
+        let body: SettingsBody = json_body(&headers, body).await?;
         let room = state
             .rpc()
             .create_room(&CreateRoom {
@@ -164,6 +193,8 @@ pub async fn get_room(
     responses(
         (status = 200, description = "The room after the change", body = RoomView),
         (status = 400, description = "Not a room code, or invalid settings", body = ErrorResponse),
+        (status = 408, description = "The body did not arrive within P2PIANO_BODY_TIMEOUT_MS; the connection is closed", body = ErrorResponse),
+        (status = 415, description = "A body that is not declared application/json", body = ErrorResponse),
         (status = 403, description = "Not the room's creator", body = ErrorResponse),
         (status = 404, description = "No such room", body = ErrorResponse),
         (status = 429, description = "More than 30 updates a minute from this session, or too many new sessions from this address (P2PIANO_IP_CONNECT_RATE)", body = ErrorResponse),
@@ -180,7 +211,7 @@ pub async fn update_room(
 ) -> Response {
     with_session(&state, &headers, addr, HttpClass::Update, |session| async {
         let code = service_code(&code)?;
-        let body: SettingsBody = json_body(body).await?;
+        let body: SettingsBody = json_body(&headers, body).await?;
         let settings = body
             .settings
             .ok_or_else(|| ApiError::BadRequest("settings is required".to_owned()))?;

@@ -27,7 +27,8 @@ use crate::edge::{Edge, SocketEntry};
 use crate::events::{self, Action, Refusal};
 use crate::fanout::{LocalMember, LocalRoom};
 use crate::sio::{self, BinaryAssembly, EioPacket, SioKind, SioPacket};
-use crate::socket::limits::{Limits, Verdict};
+use crate::socket::budgets::SessionBudget;
+use crate::socket::limits::Verdict;
 use crate::socket::outbox::{self, Close, Frame, Outbox};
 
 /// What the HTTP handshake carried.
@@ -39,6 +40,9 @@ pub struct Handshake {
     pub headers: axum::http::HeaderMap,
     /// Peer address.
     pub ip: IpAddr,
+    /// The connection's place under the edge's connection caps, held for the socket's life
+    /// (`None` where the router runs without the accept loop).
+    pub pass: Option<Arc<crate::gate::Pass>>,
 }
 
 /// A protocol violation: close the socket with this WebSocket code.
@@ -76,7 +80,8 @@ struct Conn {
     /// Socket.IO disconnect): the namespace-connect deadline counts from here.
     unconnected_since: Instant,
     joined: Option<Joined>,
-    limits: Limits,
+    /// The session's event budgets, once its session is known.
+    budget: Option<SessionBudget>,
     assembling: Option<BinaryAssembly>,
     replaced: Arc<AtomicBool>,
 }
@@ -129,7 +134,7 @@ pub async fn run(edge: Arc<Edge>, socket: WebSocket, handshake: Handshake) {
         page_gone: false,
         unconnected_since: Instant::now(),
         joined: None,
-        limits: Limits::new(),
+        budget: None,
         assembling: None,
         replaced,
     };
@@ -145,6 +150,11 @@ pub async fn run(edge: Arc<Edge>, socket: WebSocket, handshake: Handshake) {
         let msg = tokio::select! {
             _ = closing.cancelled() => break,
             _ = tokio::time::sleep_until(deadline) => {
+                if conn.dialect.is_none()
+                    && Instant::now() >= conn.unconnected_since + settings.connect_timeout
+                {
+                    edge.metrics.connect_timeouts.inc();
+                }
                 outbox.close(Close { code: 1000, reason: "timeout" });
                 break;
             }
@@ -354,6 +364,19 @@ impl Conn {
                     .await;
             }
         };
+        match self.edge.budgets.attach(&session.1) {
+            Ok(budget) => self.budget = Some(budget),
+            Err(left) => {
+                tracing::debug!(
+                    user_id = %session.1,
+                    cool_down_ms = left.as_millis() as u64,
+                    "session in its cool-down after abuse"
+                );
+                return self
+                    .connect_error(ns, "Too many events, try again later")
+                    .await;
+            }
+        }
         self.session = Some(session);
         match dialect {
             Dialect::Client => self.connect_client(ns).await,
@@ -620,7 +643,10 @@ impl Conn {
                 return Ok(());
             }
         };
-        match self.limits.check(action.class()) {
+        let Some(budget) = self.budget.as_ref() else {
+            return Err(Fatal(1002, "no session"));
+        };
+        match budget.check(action.class()) {
             Verdict::Allow => {}
             Verdict::Refuse => {
                 self.edge.metrics.rate_limited.inc();
@@ -634,6 +660,12 @@ impl Conn {
             }
             Verdict::Disconnect => {
                 outcome("disconnected");
+                self.edge.budgets.cool_down(&me);
+                tracing::warn!(
+                    ip = %self.handshake.ip,
+                    user_id = %me,
+                    "disconnected for exceeding its event limits for too long; refused for a cool-down"
+                );
                 return Err(Fatal(1008, "rate limits exceeded for too long"));
             }
         }

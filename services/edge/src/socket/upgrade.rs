@@ -8,12 +8,13 @@ use std::sync::atomic::Ordering;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Extension, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::edge::Edge;
+use crate::gate::Pass;
 use crate::socket::conn::{self, Handshake};
 
 fn refuse(status: StatusCode, code: u8, message: &str) -> Response {
@@ -59,6 +60,7 @@ pub async fn upgrade(
     State(edge): State<Arc<Edge>>,
     Query(query): Query<HashMap<String, String>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    pass: Option<Extension<Arc<Pass>>>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -87,6 +89,10 @@ pub async fn upgrade(
         return refuse(StatusCode::BAD_REQUEST, 0, "Transport unknown");
     }
     // A cross-site page must not ride the cookie; clients without Origin (not browsers) may.
+    // A browser sends one Origin; more than one is a forgery, whichever of them would pass.
+    if headers.get_all(header::ORIGIN).iter().nth(1).is_some() {
+        return refuse(StatusCode::FORBIDDEN, 4, "Origin not allowed");
+    }
     if let Some(origin) = headers.get(header::ORIGIN)
         && !origin_allowed(
             origin.to_str().unwrap_or_default(),
@@ -103,6 +109,7 @@ pub async fn upgrade(
         query,
         headers: credentials(&headers),
         ip: addr.ip(),
+        pass: pass.map(|Extension(p)| p),
     };
     let max = edge.settings.max_payload;
     let tasks = edge.tasks.clone();

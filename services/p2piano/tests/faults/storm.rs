@@ -144,7 +144,10 @@ async fn dead_edge_of_5000_sockets_meets_the_10_s_rule() {
     );
     let test = Instant::now();
     // The clients are a fleet of browsers, not one address: no per-address limit.
-    let env = [("P2PIANO_IP_CONNECT_RATE", "0")];
+    let env = [
+        ("P2PIANO_IP_CONNECT_RATE", "0"),
+        ("P2PIANO_MAX_CONNECTIONS_PER_IP", "0"),
+    ];
     let mut d = Deployment::start_with(2, &env, Store::Memory).await;
     let (doomed, stays) = (d.edge(0), d.edge(1));
 
@@ -375,7 +378,10 @@ async fn drain_of_thousands_of_sockets_announces_no_leave() {
         clients + 1_000
     );
     let test = Instant::now();
-    let env = [("P2PIANO_IP_CONNECT_RATE", "0")];
+    let env = [
+        ("P2PIANO_IP_CONNECT_RATE", "0"),
+        ("P2PIANO_MAX_CONNECTIONS_PER_IP", "0"),
+    ];
     let mut d = Deployment::start_with(2, &env, Store::Memory).await;
     let (draining, stays) = (d.edge(0), d.edge(1));
     let rooms: Vec<(String, String)> = futures::stream::iter(0..clients / PER_ROOM)

@@ -162,9 +162,11 @@ async fn slow_consumer_and_flooder_do_not_hurt_the_room() {
         PLAY.as_secs_f64()
     );
     assert!(refusals > 0, "the flooder was never refused");
+    // The key-press budget: a bucket of 1,000 that refills 100 a second, over the play.
+    let budget = 1000 + 100 * PLAY.as_secs() as usize;
     assert!(
-        passed <= 2000,
-        "at most its budget (1000 per 10 s) of the flood was relayed: {passed}"
+        passed <= budget,
+        "at most its budget (1,000, then 100 a second) of the flood was relayed: {passed} > {budget}"
     );
     assert!(
         matches!(closed, Some((Some(1008), _))),
