@@ -6,7 +6,8 @@
 //!
 //! - [`http`]: REST routes in both dialects, sessions and cookies, CORS, limits, OpenAPI;
 //! - [`sio`]: the Engine.IO / Socket.IO frame codec;
-//! - [`socket`]: the upgrade, one task per socket, the writer and its queue, limits;
+//! - [`socket`]: the upgrade, one task per socket (its frames, membership and actions), the
+//!   writer and its queue, per-session budgets;
 //! - [`events`]: validation of each dialect's events into actions;
 //! - [`dialect`]: how each dialect's outgoing events are written;
 //! - [`fanout`]: per-room subscriptions and delivery to local sockets;

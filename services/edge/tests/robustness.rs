@@ -76,12 +76,14 @@ async fn next_skipping_membership(s: &mut SioClient, name: &str) -> Value {
     }
 }
 
-/// Short Engine.IO timers, so that the deadlines pass in well under a second.
+/// Short Engine.IO timers, so that the deadlines pass in well under a second; the connect
+/// deadline (400 ms) comes before the ping deadline (interval + timeout, 750 ms), so that a
+/// socket that never connects is closed by the first.
 fn quick_timers() -> SocketSettings {
     SocketSettings {
         ping_interval: Duration::from_millis(150),
         ping_timeout: Duration::from_millis(600),
-        connect_timeout: Duration::from_millis(800),
+        connect_timeout: Duration::from_millis(400),
         ..SocketSettings::default()
     }
 }
@@ -102,6 +104,11 @@ async fn silent_clients_are_dropped(mode: Mode) {
     // A socket that never connects to a namespace is closed at the connect deadline.
     let (_, close) = s.until_closed_ignoring_pings().await;
     assert_eq!(close, Some(1000));
+    assert_eq!(
+        support::metric(c.edge(0), "p2piano_edge_connect_timeouts_total").await,
+        1.0,
+        "the connect deadline is counted"
+    );
     // A member that stops answering pings is closed after interval + timeout, and leaves.
     let (mut listener, _) = member(&c, 1, &code).await;
     let (mut mute, mute_id) = member_with(&c, 0, &cookie, &code, None).await;

@@ -58,6 +58,7 @@ mod one_edge {
         budgets_are_per_session_not_per_socket,
         more_than_one_origin_is_refused,
         json_routes_want_json_bodies,
+        near_its_connection_cap_the_edge_is_not_ready,
     );
 }
 
@@ -523,6 +524,10 @@ async fn slow_handshakes_are_cut_off() {
         "the dripped request was served"
     );
     assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(
+        support::metric(port, "p2piano_edge_header_timeouts_total").await >= 2.0,
+        "both cut-offs are counted"
+    );
     // Everyone else is served as before, and upgraded sockets outlive the header timeout.
     let (cookie, code) = c.session_with_room(0).await;
     let (mut a, _) = web(&c, 0, &cookie, &code).await;
@@ -754,4 +759,72 @@ async fn json_routes_want_json_bodies() {
     assert_eq!(r.status, 201, "{}", r.body);
     let r = request(port, "POST", "/rooms", &[], None).await;
     assert_eq!(r.status, 201, "{}", r.body);
+}
+
+/// With a cap of 32 connections the edge reports not ready from 30 (15/16 of it), so that
+/// a balancer sends new players elsewhere, and past the cap closes new connections at once;
+/// it is ready again when they go.
+async fn near_its_connection_cap_the_edge_is_not_ready() {
+    let c = Cluster::start_configured(Mode::InProcess, SocketSettings::default(), |config| {
+        config.max_connections = 32;
+        config.max_connections_per_ip = 0;
+    })
+    .await;
+    let port = c.edge(0);
+    let idle = || async {
+        TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connects")
+    };
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(idle().await);
+    }
+    // 20 idle connections and the probe's own: 21 of 32.
+    assert_eq!(
+        request(port, "GET", "/health/ready", &[], None)
+            .await
+            .status,
+        200
+    );
+    for _ in 0..9 {
+        held.push(idle().await);
+    }
+    // 29 and the probe: 30 of 32.
+    let r = request(port, "GET", "/health/ready", &[], None).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("near the connection cap"), "{}", r.body);
+    for _ in 0..3 {
+        held.push(idle().await);
+    }
+    // 32 open: the next one is closed before a byte is read, with no answer.
+    let mut over = idle().await;
+    over.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .ok();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(support::WAIT, over.read_to_end(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed at once: {read:?} {buf:?}"
+    );
+    drop(held);
+    // The places come back as the connections close (the edge sees each end in turn).
+    let deadline = Instant::now() + support::WAIT;
+    loop {
+        let r = request(port, "GET", "/health/ready", &[], None).await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still not ready: {}", r.body);
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        support::metric(
+            port,
+            "p2piano_edge_connections_refused_total{cap=\"total\"}"
+        )
+        .await
+            >= 1.0
+    );
 }

@@ -197,20 +197,42 @@ impl Presence {
         key: &str,
         is_it: impl Fn(&ConnRecord) -> bool,
     ) -> Result<bool, ErrorBody> {
-        for attempt in 0..CAS_ATTEMPTS {
-            let Some((revision, mut record)) = self.conn_of(key, attempt > 0).await? else {
-                return Ok(false);
-            };
-            if matches!(record.state, ConnState::Leaving { .. }) || !is_it(&record) {
-                return Ok(false);
-            }
-            record.state = ConnState::Leaving { since: self.now() };
-            match self.write_conn(key, &record, Some(revision)).await {
-                Ok(claimed) => {
-                    self.metrics.pages_gone.inc();
-                    self.finish_leave(key, &record, claimed).await;
-                    return Ok(true);
+        let since = self.now();
+        let claimed = self
+            .change_conn(key, |mut record| {
+                if matches!(record.state, ConnState::Leaving { .. }) || !is_it(&record) {
+                    return None;
                 }
+                record.state = ConnState::Leaving { since };
+                Some(record)
+            })
+            .await?;
+        let Some((record, revision)) = claimed else {
+            return Ok(false);
+        };
+        self.metrics.pages_gone.inc();
+        self.finish_leave(key, &record, revision).await;
+        Ok(true)
+    }
+
+    /// Compare-and-set of `key`'s record: `change` gets the current record and returns
+    /// what to write in its place, or `None` to leave it be. A lost race reads the record
+    /// again (fresh, past the index) and asks `change` again. The record as written and
+    /// its new revision; `None` when there is no record or `change` declined.
+    async fn change_conn(
+        &self,
+        key: &str,
+        change: impl Fn(ConnRecord) -> Option<ConnRecord>,
+    ) -> Result<Option<(ConnRecord, u64)>, ErrorBody> {
+        for attempt in 0..CAS_ATTEMPTS {
+            let Some((revision, record)) = self.conn_of(key, attempt > 0).await? else {
+                return Ok(None);
+            };
+            let Some(record) = change(record) else {
+                return Ok(None);
+            };
+            match self.write_conn(key, &record, Some(revision)).await {
+                Ok(written) => return Ok(Some((record, written))),
                 Err(KvError::WrongRevision) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -243,26 +265,22 @@ impl Presence {
         key: &str,
         is_it: impl Fn(&ConnRecord) -> bool,
     ) -> Result<bool, ErrorBody> {
-        for attempt in 0..CAS_ATTEMPTS {
-            let Some((revision, mut record)) = self.conn_of(key, attempt > 0).await? else {
-                return Ok(false);
-            };
-            if self.effective(&record) != ConnState::Live || !is_it(&record) {
-                return Ok(false);
-            }
-            let until = self.now().plus(self.settings.grace);
-            record.state = ConnState::Grace { until };
-            match self.write_conn(key, &record, Some(revision)).await {
-                Ok(_) => {
-                    self.metrics.grace_started.inc();
-                    self.schedule(key.to_owned(), until);
-                    return Ok(true);
+        let until = self.now().plus(self.settings.grace);
+        let moved = self
+            .change_conn(key, |mut record| {
+                if self.effective(&record) != ConnState::Live || !is_it(&record) {
+                    return None;
                 }
-                Err(KvError::WrongRevision) => continue,
-                Err(e) => return Err(e.into()),
-            }
+                record.state = ConnState::Grace { until };
+                Some(record)
+            })
+            .await?;
+        if moved.is_none() {
+            return Ok(false);
         }
-        Err(too_busy())
+        self.metrics.grace_started.inc();
+        self.schedule(key.to_owned(), until);
+        Ok(true)
     }
 
     /// The end of a grace period (its own, or its dead edge's), or the retry of an

@@ -87,6 +87,27 @@ async fn next_resync(
     }
 }
 
+/// Heartbeats of `link` every 100 ms, empty vitals, until killed.
+fn beating(link: &p2piano_presence::EdgeLink) -> p2piano_presence::edge_link::Heartbeats {
+    link.spawn_heartbeats(
+        Duration::from_millis(100),
+        Default::default(),
+        CancellationToken::new(),
+    )
+}
+
+/// Two new sessions with sockets `c1` and `c2` on `edge`, joined to `room`.
+async fn two_members_on(
+    h: &Harness,
+    edge: &str,
+    room: &p2piano_protocol::Room,
+) -> (SessionCreated, SessionCreated) {
+    let (a, b) = (h.session().await, h.session().await);
+    h.connect_and_join(&a, edge, "c1", room).await;
+    h.connect_and_join(&b, edge, "c2", room).await;
+    (a, b)
+}
+
 /// An edge silent past the timeout (a pause) is declared dead, then heard again before its
 /// grace period ends: it is alive again, asked to re-assert its sockets, and none of its
 /// members is announced as left.
@@ -94,25 +115,15 @@ async fn a_false_death_ends_when_the_edge_is_heard_again(h: Harness) {
     let room = h.room().await;
     let link = h.edge("edge-paused").await;
     let mut control = link.control().await.unwrap();
-    let beats = link.spawn_heartbeats(
-        Duration::from_millis(100),
-        Default::default(),
-        CancellationToken::new(),
-    );
+    let beats = beating(&link);
     let mut events = h.events().await;
-    let (a, b) = (h.session().await, h.session().await);
-    h.connect_and_join(&a, "edge-paused", "c1", &room).await;
-    h.connect_and_join(&b, "edge-paused", "c2", &room).await;
+    let (a, b) = two_members_on(&h, "edge-paused", &room).await;
     metric_at_least(&h, "p2piano_presence_edges_alive", 1.0).await;
     // The edge stops being heard, long enough to be declared dead...
     beats.kill();
     metric_at_least(&h, "p2piano_presence_edges_dead_total", 1.0).await;
     // ... and is heard again (the process resumed), with the generation it had.
-    let _beats = link.spawn_heartbeats(
-        Duration::from_millis(100),
-        Default::default(),
-        CancellationToken::new(),
-    );
+    let _beats = beating(&link);
     let (generation, _, buckets) = next_resync(&mut control).await;
     assert_eq!(
         (generation, buckets),
@@ -142,15 +153,9 @@ async fn a_false_death_ends_when_the_edge_is_heard_again(h: Harness) {
 async fn members_left_by_a_false_death_are_put_back(h: Harness) {
     let room = h.room().await;
     let link = h.edge("edge-frozen").await;
-    let beats = link.spawn_heartbeats(
-        Duration::from_millis(100),
-        Default::default(),
-        CancellationToken::new(),
-    );
+    let beats = beating(&link);
     let mut events = h.events().await;
-    let (a, b) = (h.session().await, h.session().await);
-    h.connect_and_join(&a, "edge-frozen", "c1", &room).await;
-    h.connect_and_join(&b, "edge-frozen", "c2", &room).await;
+    let (a, b) = two_members_on(&h, "edge-frozen", &room).await;
     metric_at_least(&h, "p2piano_presence_edges_alive", 1.0).await;
     beats.kill();
     let mut left = vec![
@@ -254,11 +259,7 @@ async fn a_digest_that_disagrees_asks_for_the_edge_sockets(h: Harness) {
     let link = h.edge("edge-d").await;
     let mut control = link.control().await.unwrap();
     // The edge holds nothing: its digest is empty.
-    let _beats = link.spawn_heartbeats(
-        Duration::from_millis(100),
-        Arc::new(EdgeVitals::default()),
-        CancellationToken::new(),
-    );
+    let _beats = beating(&link);
     let (_, before, buckets) = next_resync(&mut control).await;
     let bucket = digest_bucket(digest_of("gone1")) as u8;
     assert_eq!(buckets, Some(vec![bucket]), "just the bucket that differs");

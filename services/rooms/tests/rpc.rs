@@ -227,7 +227,9 @@ async fn join_uses_profile_defaults(h: Harness) {
     );
 }
 
-async fn join_refused_when_full_or_locked(h: Harness) {
+/// A room of at most two, full: its owner, the room, and its two members' ids and join
+/// replies.
+async fn full_room_of_two(h: &Harness) -> (String, Room, [(String, JoinReply); 2]) {
     let owner = uid();
     let room: Room = h
         .ok(
@@ -235,13 +237,20 @@ async fn join_refused_when_full_or_locked(h: Harness) {
             json!({"ownerId": owner, "settings": {"maxParticipants": 2}}),
         )
         .await;
-    let (a, b) = (uid(), uid());
-    let _: JoinReply = h
-        .ok(RoomsOp::Join, json!({"code": room.code, "userId": a}))
-        .await;
-    let _: JoinReply = h
-        .ok(RoomsOp::Join, json!({"code": room.code, "userId": b}))
-        .await;
+    let mut members = Vec::new();
+    for _ in 0..2 {
+        let id = uid();
+        let reply: JoinReply = h
+            .ok(RoomsOp::Join, json!({"code": room.code, "userId": id}))
+            .await;
+        members.push((id, reply));
+    }
+    let [a, b]: [(String, JoinReply); 2] = members.try_into().expect("two members");
+    (owner, room, [a, b])
+}
+
+async fn join_refused_when_full_or_locked(h: Harness) {
+    let (owner, room, [(a, _), (b, _)]) = full_room_of_two(&h).await;
     assert_eq!(
         h.err(RoomsOp::Join, json!({"code": room.code, "userId": uid()}))
             .await,
@@ -273,20 +282,7 @@ async fn join_refused_when_full_or_locked(h: Harness) {
 /// then their join (the room with them), in revision order, and keeps their place and
 /// colour, even in a full and locked room.
 async fn renew_announces_a_leave_then_a_join(h: Harness) {
-    let owner = uid();
-    let room: Room = h
-        .ok(
-            RoomsOp::Create,
-            json!({"ownerId": owner, "settings": {"maxParticipants": 2}}),
-        )
-        .await;
-    let (a, b) = (uid(), uid());
-    let ja: JoinReply = h
-        .ok(RoomsOp::Join, json!({"code": room.code, "userId": a}))
-        .await;
-    let _: JoinReply = h
-        .ok(RoomsOp::Join, json!({"code": room.code, "userId": b}))
-        .await;
+    let (owner, room, [(a, ja), _]) = full_room_of_two(&h).await;
     let _: Room = h
         .ok(
             RoomsOp::Update,

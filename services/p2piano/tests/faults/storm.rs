@@ -51,6 +51,22 @@ fn percentiles(d: &mut [Duration]) -> (u128, u128, u128) {
     (at(50), at(99), d.last().map_or(0, Duration::as_millis))
 }
 
+/// One page joining `code` on the edge on `port` (as page `pid` when it has one), bounded
+/// by [`ONE_WITHIN`]; the error says how it failed.
+async fn join_one(
+    port: u16,
+    cookie: &str,
+    code: &str,
+    pid: Option<&str>,
+) -> Result<Player, String> {
+    match tokio::time::timeout(ONE_WITHIN, Player::join_page(port, code, cookie, pid)).await {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(JoinError::Refused(m))) => Err(format!("refused: {m}")),
+        Ok(Err(JoinError::Transport(m))) => Err(format!("transport: {m}")),
+        Err(_) => Err(format!("no answer within {ONE_WITHIN:?}")),
+    }
+}
+
 /// Joins every (cookie, code, page id) on `port`, `in_flight` at a time, each within
 /// `ONE_WITHIN`: the players (in input order) or the failures, and each join's latency. A
 /// page id makes the join the same page coming back (as socket.io-client reconnects).
@@ -63,13 +79,7 @@ async fn join_all(
         futures::stream::iter(who.into_iter().enumerate())
             .map(|(i, (cookie, code, pid))| async move {
                 let started = Instant::now();
-                let join = Player::join_page(port, &code, &cookie, pid.as_deref());
-                let r = match tokio::time::timeout(ONE_WITHIN, join).await {
-                    Ok(Ok(p)) => Ok(p),
-                    Ok(Err(JoinError::Refused(m))) => Err(format!("refused: {m}")),
-                    Ok(Err(JoinError::Transport(m))) => Err(format!("transport: {m}")),
-                    Err(_) => Err(format!("no answer within {ONE_WITHIN:?}")),
-                };
+                let r = join_one(port, &cookie, &code, pid.as_deref()).await;
                 (i, r, started.elapsed())
             })
             .buffer_unordered(in_flight)
@@ -101,13 +111,7 @@ async fn reconnect_all(
                 tokio::time::sleep_until((start + delay).into()).await;
                 let _slot = slots.acquire_owned().await;
                 let started = Instant::now();
-                let join = Player::join_page(port, &code, &cookie, pid.as_deref());
-                let r = match tokio::time::timeout(ONE_WITHIN, join).await {
-                    Ok(Ok(p)) => Ok(p),
-                    Ok(Err(JoinError::Refused(m))) => Err(format!("refused: {m}")),
-                    Ok(Err(JoinError::Transport(m))) => Err(format!("transport: {m}")),
-                    Err(_) => Err(format!("no answer within {ONE_WITHIN:?}")),
-                };
+                let r = join_one(port, &cookie, &code, pid.as_deref()).await;
                 (r, started.elapsed())
             })
         })
