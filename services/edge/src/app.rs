@@ -145,7 +145,10 @@ impl Application {
             max_connections_per_ip = config.max_connections_per_ip,
             "connection caps"
         );
+        let proxies = crate::proxy::TrustedProxies::parse(&config.trusted_proxies)
+            .map_err(|e| AppError::Config(format!("P2PIANO_TRUSTED_PROXIES: {e}")))?;
         let limits = crate::serve::Limits {
+            proxies: Arc::new(proxies),
             gate: gate.clone(),
             header_read_timeout: settings.header_read_timeout,
             body_timeout: settings.body_timeout,

@@ -66,17 +66,34 @@ pub struct Gate {
     gauge: Gauge,
 }
 
-/// One admitted connection; dropping it gives its place back.
+/// One admitted connection (or, behind a trusted proxy, one client's request on the
+/// proxy's connection); dropping it gives its place back.
 #[derive(Debug)]
 pub struct Pass {
     gate: Arc<Gate>,
+    /// Whether it holds a place under the global cap (a connection) or only under its
+    /// address's cap (a proxied client).
+    counts_total: bool,
     key: Option<IpAddr>,
+}
+
+/// The places a request holds: its connection's, and behind a trusted proxy its client's
+/// under the per-address cap. Travels in the request's extensions, and with an upgraded
+/// socket into its task, so that a socket keeps both for its life.
+#[derive(Clone, Debug)]
+pub struct Places {
+    /// The connection's place.
+    pub connection: Arc<Pass>,
+    /// The proxied client's place under its address's cap.
+    pub client: Option<Arc<Pass>>,
 }
 
 impl Drop for Pass {
     fn drop(&mut self) {
-        self.gate.open.fetch_sub(1, Ordering::Relaxed);
-        self.gate.gauge.dec();
+        if self.counts_total {
+            self.gate.open.fetch_sub(1, Ordering::Relaxed);
+            self.gate.gauge.dec();
+        }
         if let Some(key) = self.key {
             let mut table = self.gate.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(n) = table.get_mut(&key) {
@@ -156,6 +173,26 @@ impl Gate {
         self.gauge.inc();
         Ok(Pass {
             gate: self.clone(),
+            counts_total: true,
+            key,
+        })
+    }
+
+    /// Admits one request of client `ip` that came through a trusted proxy, under the
+    /// per-address cap only (the proxy's connection holds the global place).
+    pub fn admit_client(self: &Arc<Self>, ip: IpAddr) -> Result<Pass, Refused> {
+        let key = (self.max_per_ip > 0).then(|| key_of(ip));
+        if let Some(key) = key {
+            let mut table = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = table.entry(key).or_insert(0);
+            if *n >= self.max_per_ip {
+                return Err(Refused::PerAddress);
+            }
+            *n += 1;
+        }
+        Ok(Pass {
+            gate: self.clone(),
+            counts_total: false,
             key,
         })
     }
@@ -204,6 +241,25 @@ mod tests {
         assert_eq!(gate.open(), 3);
         let _a3 = gate.admit(ip("10.0.0.1"), true).unwrap();
         assert!(gate.near_cap());
+    }
+
+    #[test]
+    fn proxied_clients_count_per_address_only() {
+        let gate = Gate::new(2, 1, Gauge::default());
+        let _proxy = gate.admit(ip("10.0.0.1"), false).unwrap();
+        let a = gate.admit_client(ip("203.0.113.5")).unwrap();
+        assert_eq!(
+            gate.admit_client(ip("203.0.113.5")).unwrap_err(),
+            Refused::PerAddress
+        );
+        let _b = gate.admit_client(ip("203.0.113.6")).unwrap();
+        assert_eq!(
+            gate.open(),
+            1,
+            "clients behind a proxy take no connection place"
+        );
+        drop(a);
+        assert!(gate.admit_client(ip("203.0.113.5")).is_ok());
     }
 
     #[test]

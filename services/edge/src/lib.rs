@@ -11,7 +11,8 @@
 //! - [`events`]: validation of each dialect's events into actions;
 //! - [`dialect`]: how each dialect's outgoing events are written;
 //! - [`fanout`]: per-room subscriptions and delivery to local sockets;
-//! - [`serve`], [`gate`]: the accept loop, its deadlines and its connection caps;
+//! - [`serve`], [`gate`], [`proxy`]: the accept loop, its deadlines, its connection caps,
+//!   and the client address behind trusted proxies;
 //! - [`edge`], [`app`]: shared state, start-up, control from presence, drain.
 
 pub mod app;
@@ -22,6 +23,7 @@ pub mod fanout;
 pub mod gate;
 pub mod http;
 pub mod metrics;
+pub mod proxy;
 pub mod rpc;
 pub mod serve;
 pub mod sio;

@@ -14,6 +14,10 @@
 //! - **body**: a request's body must arrive within the body deadline from the end of its
 //!   headers ([`DeadlineBody`]); a route reading it past that answers 408 and the
 //!   connection closes;
+//! - **trusted proxies**: from a peer in `P2PIANO_TRUSTED_PROXIES` the client's address is
+//!   the forwarded one ([`crate::proxy`]): it is what `ConnectInfo` says, and each request
+//!   holds a place under that address's cap (503 over it: the proxy's connection carries
+//!   other clients too);
 //! - WebSocket upgrades (the pass travels with the request into the socket task, where the
 //!   namespace connect deadline and the ping deadlines take over), `TCP_NODELAY`, the peer
 //!   address as `ConnectInfo`, and a graceful stop.
@@ -38,8 +42,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::gate::{Gate, Pass};
+use crate::gate::{Gate, Pass, Places};
 use crate::metrics::EdgeMetrics;
+use crate::proxy::TrustedProxies;
 
 /// What the accept loop enforces.
 #[derive(Clone)]
@@ -53,6 +58,8 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Where refusals and deadlines are counted.
     pub metrics: EdgeMetrics,
+    /// Peers whose forwarded client addresses are believed.
+    pub proxies: Arc<TrustedProxies>,
 }
 
 /// Serves `router` on `listener` until `stop`; then stops accepting, lets requests in
@@ -76,7 +83,10 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: 
                 }
             },
         };
-        let pass = match limits.gate.admit(peer.ip(), true) {
+        // A trusted proxy's connection carries many clients: only the global cap applies
+        // to it, and each request's client is counted under its own address below.
+        let proxied = limits.proxies.contains(peer.ip());
+        let pass = match limits.gate.admit(peer.ip(), !proxied) {
             Ok(pass) => pass,
             Err(refused) => {
                 // Closed before a byte is read: the cheapest answer, and the one that
@@ -95,6 +105,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: 
             router: router.clone(),
             peer,
             pass: Arc::new(pass),
+            proxied: proxied.then(|| limits.clone()),
             body_timeout: limits.body_timeout,
             body_timeouts: limits.metrics.body_timeouts.clone(),
         };
@@ -125,14 +136,17 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: 
     connections.wait().await;
 }
 
-/// The router for one connection, with the peer's address as `ConnectInfo` and the
-/// connection's [`Pass`] in every request's extensions (the upgrade handler moves it into
-/// the socket task, so that an upgraded socket keeps its place under the caps).
+/// The router for one connection, with the client's address as `ConnectInfo` (the peer's,
+/// or behind a trusted proxy the forwarded one) and the request's [`Places`] in its
+/// extensions (the upgrade handler moves them into the socket task, so that an upgraded
+/// socket keeps its places under the caps).
 #[derive(Clone)]
 struct PeerService {
     router: Router,
     peer: SocketAddr,
     pass: Arc<Pass>,
+    /// Set when the peer is a trusted proxy.
+    proxied: Option<Limits>,
     body_timeout: Duration,
     body_timeouts: Counter,
 }
@@ -140,11 +154,41 @@ struct PeerService {
 impl hyper::service::Service<Request<Incoming>> for PeerService {
     type Response = Response;
     type Error = Infallible;
-    type Future = axum::routing::future::RouteFuture<Infallible>;
+    type Future = futures::future::Either<
+        axum::routing::future::RouteFuture<Infallible>,
+        futures::future::BoxFuture<'static, Result<Response, Infallible>>,
+    >;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        req.extensions_mut().insert(ConnectInfo(self.peer));
-        req.extensions_mut().insert(self.pass.clone());
+        let mut places = Places {
+            connection: self.pass.clone(),
+            client: None,
+        };
+        let mut client = self.peer;
+        if let Some(limits) = &self.proxied {
+            client.set_ip(limits.proxies.client_of(self.peer.ip(), req.headers()));
+            match limits.gate.admit_client(client.ip()) {
+                Ok(pass) => places.client = Some(Arc::new(pass)),
+                Err(refused) => {
+                    // The proxy's connection is shared by other clients: answer, do not
+                    // close it.
+                    limits.metrics.connection_refused(refused);
+                    let busy = (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        [(axum::http::header::RETRY_AFTER, "1")],
+                        "too many connections from this address",
+                    );
+                    let busy = axum::response::IntoResponse::into_response(busy);
+                    return futures::future::Either::Right(Box::pin(std::future::ready(Ok(busy))));
+                }
+            }
+        }
+        // A proxied client's place is held until its answer is ready (the request's
+        // extensions are dropped as soon as a handler takes the body), and by its socket
+        // after an upgrade (the upgrade handler takes a copy of the places).
+        let client_place = places.client.clone();
+        req.extensions_mut().insert(ConnectInfo(client));
+        req.extensions_mut().insert(places);
         let mut router = self.router.clone();
         let req = if hyper::body::Body::is_end_stream(req.body()) {
             req.map(axum::body::Body::new)
@@ -153,7 +197,15 @@ impl hyper::service::Service<Request<Incoming>> for PeerService {
             req.map(|inner| axum::body::Body::new(DeadlineBody::new(inner, timeout, counter)))
         };
         // Router is always ready (its poll_ready returns Ready at once).
-        tower_service::Service::call(&mut router, req)
+        let answer = tower_service::Service::call(&mut router, req);
+        match client_place {
+            None => futures::future::Either::Left(answer),
+            Some(place) => futures::future::Either::Right(Box::pin(async move {
+                let response = answer.await;
+                drop(place);
+                response
+            })),
+        }
     }
 }
 

@@ -59,6 +59,8 @@ mod one_edge {
         more_than_one_origin_is_refused,
         json_routes_want_json_bodies,
         near_its_connection_cap_the_edge_is_not_ready,
+        behind_a_trusted_proxy_each_client_has_its_own_cap,
+        a_full_room_behind_one_nat_meets_no_limit,
     );
 }
 
@@ -827,4 +829,138 @@ async fn near_its_connection_cap_the_edge_is_not_ready() {
         .await
             >= 1.0
     );
+}
+
+/// Opens a connection from `source` and sends a request whose body never completes (with
+/// `extra` headers), so that it holds its places; `None` if it could not connect.
+async fn stalled_from(source: Ipv4Addr, port: u16, extra: &str) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((source, 0))).unwrap();
+    let mut tcp = socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
+    let req = format!(
+        "POST /rooms HTTP/1.1\r\nHost: x\r\n{extra}Content-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    tcp
+}
+
+/// Whether the edge closed `tcp` without answering, within [`support::WAIT`].
+async fn closed_unanswered(tcp: &mut TcpStream) -> bool {
+    let mut buf = Vec::new();
+    matches!(
+        tokio::time::timeout(support::WAIT, tcp.read_to_end(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    ) && buf.is_empty()
+}
+
+/// Behind a trusted proxy (127.0.0.1 here) each forwarded client has its own per-address
+/// cap (2 here), and the proxy's own connections are not counted as one client; from any
+/// other peer (127.0.0.2) the forwarded headers are ignored.
+async fn behind_a_trusted_proxy_each_client_has_its_own_cap() {
+    let c = Cluster::start_configured(Mode::InProcess, SocketSettings::default(), |config| {
+        config.max_connections_per_ip = 2;
+        config.trusted_proxies = vec!["127.0.0.1/32".to_owned()];
+    })
+    .await;
+    let port = c.edge(0);
+    let proxy = Ipv4Addr::LOCALHOST;
+    let alice = "X-Forwarded-For: 203.0.113.5\r\n";
+    let _held = [
+        stalled_from(proxy, port, alice).await,
+        stalled_from(proxy, port, alice).await,
+    ];
+    // Alice's third request through the proxy is over her cap: answered 503, since the
+    // proxy's connection may carry others. (Her two stalled requests hold their places once
+    // the edge has read their headers: asked until then.)
+    let deadline = Instant::now() + support::WAIT;
+    loop {
+        let head = exchange_from(
+            proxy,
+            port,
+            &format!("GET /health HTTP/1.1\r\nHost: x\r\n{alice}\r\n"),
+        )
+        .await;
+        if head.starts_with("HTTP/1.1 503") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never over her cap: {head}");
+    }
+    // Bob, behind the same proxy, and the proxy's own health checks are served.
+    let bob = "X-Forwarded-For: 198.51.100.7, 127.0.0.1\r\n";
+    let head = exchange_from(
+        proxy,
+        port,
+        &format!("GET /health HTTP/1.1\r\nHost: x\r\n{bob}\r\n"),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(request(port, "GET", "/health", &[], None).await.status, 200);
+    // An untrusted peer cannot pick its address: its forwarded headers are ignored and its
+    // connections count against its own address.
+    let other = Ipv4Addr::new(127, 0, 0, 2);
+    let _mine = [
+        stalled_from(other, port, "X-Forwarded-For: 192.0.2.1\r\n").await,
+        stalled_from(other, port, "X-Forwarded-For: 192.0.2.2\r\n").await,
+    ];
+    let mut third = stalled_from(other, port, "X-Forwarded-For: 192.0.2.3\r\n").await;
+    assert!(closed_unanswered(&mut third).await, "over 127.0.0.2's cap");
+}
+
+/// The defaults are usable: a room of 16 players behind one NAT (one address, 127.0.0.1)
+/// load the room over HTTP, join, play, and each reload twice (a new socket and a new
+/// look at the room each time), and none of them meets a limit.
+async fn a_full_room_behind_one_nat_meets_no_limit() {
+    let c = Cluster::start(Mode::InProcess).await;
+    let port = c.edge(0);
+    let owner = request(
+        port,
+        "POST",
+        "/rooms",
+        &[],
+        Some(r#"{"settings":{"maxParticipants":16}}"#),
+    )
+    .await;
+    assert_eq!(owner.status, 201, "{}", owner.body);
+    let code = owner.json()["code"].as_str().unwrap().to_owned();
+    let owner_cookie = owner.cookie().unwrap();
+    let mut cookies = vec![owner_cookie];
+    for _ in 1..16 {
+        cookies.push(c.session_for(0, &code).await);
+    }
+    let note = json!({"note": 60, "velocity": 1, "targetUserIds": []});
+    for round in 0..3 {
+        let mut players = Vec::new();
+        for cookie in &cookies {
+            let path = format!("/api/room/{code}");
+            let r = request(port, "GET", &path, &[("Cookie", cookie)], None).await;
+            assert_eq!(r.status, 200, "round {round}: {}", r.body);
+            players.push(web(&c, 0, cookie, &code).await.0);
+        }
+        for p in &mut players {
+            for _ in 0..20 {
+                p.emit("KEY_DOWN", note.clone()).await;
+                p.emit("KEY_UP", json!({"note": 60, "targetUserIds": []}))
+                    .await;
+            }
+            // Nothing was refused: the next answer to this player is the 400 for a probe.
+            p.emit("NO_SUCH_EVENT", json!({})).await;
+            loop {
+                match p.next().await {
+                    Got::Event(n, d) if n == "exception" => {
+                        assert_eq!(d["code"], 400, "round {round}: {d}");
+                        break;
+                    }
+                    Got::Event(..) => continue,
+                    other => panic!("round {round}: {other:?}"),
+                }
+            }
+        }
+        for p in players {
+            p.close().await;
+        }
+    }
 }

@@ -92,6 +92,11 @@ pub struct Config {
     /// IPv6 /64) holds at once; 0 turns it off. Behind a balancer it applies to the client
     /// address the balancer reports, once `P2PIANO_TRUSTED_PROXIES` lists the balancer.
     pub max_connections_per_ip: usize,
+    /// `P2PIANO_TRUSTED_PROXIES`: addresses and CIDR blocks of the load balancers in front
+    /// of the edges (comma-separated; default none). Only from these peers is the client's
+    /// address taken from `X-Forwarded-For` / `Forwarded`, for the per-address limits.
+    #[serde(deserialize_with = "crate::de::list")]
+    pub trusted_proxies: Vec<String>,
     /// `P2PIANO_BODY_TIMEOUT_MS`, default 10000: how long a request's body may take to
     /// arrive, from the end of its headers; past it the request is answered 408 and its
     /// connection closed.
@@ -153,6 +158,7 @@ impl Default for Config {
             ip_connect_burst: 2000,
             max_connections: 0,
             max_connections_per_ip: 256,
+            trusted_proxies: Vec::new(),
             body_timeout_ms: 10_000,
             connect_timeout_ms: 10_000,
             leave_grace_ms: 5000,

@@ -45,6 +45,7 @@ impl fmt::Debug for Config {
             .field("room_store", &self.room_store)
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("body_timeout_ms", &self.body_timeout_ms)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("leave_grace_ms", &self.leave_grace_ms)

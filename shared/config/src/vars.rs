@@ -89,6 +89,7 @@ pub(crate) const VARS: &[Var] = &[
         "max_connections_per_ip",
         Kind::Parsed,
     ),
+    var("P2PIANO_TRUSTED_PROXIES", "trusted_proxies", Kind::List),
     var("P2PIANO_BODY_TIMEOUT_MS", "body_timeout_ms", Kind::Parsed),
     var(
         "P2PIANO_CONNECT_TIMEOUT_MS",

@@ -38,9 +38,9 @@ pub struct Handshake {
     pub headers: axum::http::HeaderMap,
     /// Peer address.
     pub ip: IpAddr,
-    /// The connection's place under the edge's connection caps, held for the socket's life
-    /// (`None` where the router runs without the accept loop).
-    pub pass: Option<Arc<crate::gate::Pass>>,
+    /// The socket's places under the edge's connection caps, held for its life (`None`
+    /// where the router runs without the accept loop).
+    pub places: Option<crate::gate::Places>,
 }
 
 /// A protocol violation: close the socket with this WebSocket code.

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::edge::Edge;
-use crate::gate::Pass;
+use crate::gate::Places;
 use crate::socket::conn::{self, Handshake};
 
 fn refuse(status: StatusCode, code: u8, message: &str) -> Response {
@@ -60,7 +60,7 @@ pub async fn upgrade(
     State(edge): State<Arc<Edge>>,
     Query(query): Query<HashMap<String, String>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    pass: Option<Extension<Arc<Pass>>>,
+    places: Option<Extension<Places>>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -109,7 +109,7 @@ pub async fn upgrade(
         query,
         headers: credentials(&headers),
         ip: addr.ip(),
-        pass: pass.map(|Extension(p)| p),
+        places: places.map(|Extension(p)| p),
     };
     let max = edge.settings.max_payload;
     let tasks = edge.tasks.clone();
