@@ -28,6 +28,8 @@ mod edges;
 mod freeze;
 #[path = "faults/harness.rs"]
 mod harness;
+#[path = "faults/records.rs"]
+mod records;
 #[path = "faults/restarts.rs"]
 mod restarts;
 #[path = "faults/storm.rs"]

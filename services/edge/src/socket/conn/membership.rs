@@ -181,15 +181,16 @@ impl Conn {
         match self.edge.rpc.join_room(&join).await {
             Ok(reply) => {
                 room.observe(&reply.room);
-                let _ = dialect;
                 Ok((room, reply))
             }
             Err(e) => {
                 self.edge.registry.detach(code, &self.sid).await;
                 // Presence heard of this socket: it must hear that it is gone, whatever
-                // became of the join (a client dialect socket closes on a refused join).
+                // became of the join (refused, timed out). A web-client socket has nothing
+                // left to do, and it never joined, so there is no grace period to keep: its
+                // record goes at once.
                 if dialect == Dialect::Client {
-                    self.disconnect(false).await;
+                    self.disconnect(true).await;
                 }
                 Err(e)
             }
