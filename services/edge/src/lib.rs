@@ -25,6 +25,7 @@ pub mod http;
 pub mod metrics;
 pub mod proxy;
 pub mod rpc;
+pub mod security;
 pub mod serve;
 pub mod sio;
 pub mod socket;

@@ -1,5 +1,6 @@
 //! Prometheus series of the edge.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use p2piano_telemetry::Metrics;
@@ -71,6 +72,10 @@ pub struct EdgeMetrics {
     /// `p2piano_edge_connect_timeouts_total`: sockets closed because they did not connect
     /// to a namespace in time.
     pub connect_timeouts: Counter,
+    /// Security events and their rate-limited log lines.
+    pub security: Arc<crate::security::SecurityLog>,
+    /// `p2piano_edge_security_events_total{kind}`: what [`Self::security`] counts.
+    pub security_events: Family<crate::security::KindLabel, Counter>,
     /// `p2piano_edge_bus_request_duration_seconds{service,op}`: time from sending a request
     /// to rooms or presence until its reply (or failure), as the edge waits for it.
     pub bus_request_duration: Family<RequestLabels, Histogram>,
@@ -79,6 +84,7 @@ pub struct EdgeMetrics {
 impl EdgeMetrics {
     /// Creates the series and registers them.
     pub fn new(registry: &Metrics) -> Self {
+        let security_events = Family::<crate::security::KindLabel, Counter>::default();
         let m = Self {
             connections: Gauge::default(),
             rooms: Gauge::default(),
@@ -94,6 +100,8 @@ impl EdgeMetrics {
             header_timeouts: Counter::default(),
             body_timeouts: Counter::default(),
             connect_timeouts: Counter::default(),
+            security: Arc::new(crate::security::SecurityLog::new(security_events.clone())),
+            security_events,
             bus_request_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 14))
             }),
@@ -165,6 +173,11 @@ impl EdgeMetrics {
             m.connect_timeouts.clone(),
         );
         registry.register(
+            "edge_security_events",
+            "Security events: protocol violations, rate-limit disconnects, refused origins, cap refusals, bad sessions",
+            m.security_events.clone(),
+        );
+        registry.register(
             "edge_bus_request_duration_seconds",
             "Time until rooms or presence answered a request",
             m.bus_request_duration.clone(),
@@ -190,13 +203,16 @@ impl EdgeMetrics {
         }
     }
 
-    /// Counts a connection turned away by a cap.
-    pub fn connection_refused(&self, refused: crate::gate::Refused) {
+    /// Counts a connection (or a proxied client's request) from `ip` turned away by a cap,
+    /// as a security event too.
+    pub fn connection_refused(&self, refused: crate::gate::Refused, ip: std::net::IpAddr) {
         self.connections_refused
             .get_or_create(&CapLabel {
                 cap: refused.label(),
             })
             .inc();
+        self.security
+            .record(crate::security::Kind::CapRefused, ip, None, refused.label());
     }
 
     /// Records how long a request to `service` took.

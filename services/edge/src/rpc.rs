@@ -43,6 +43,11 @@ fn unavailable(what: &str) -> ErrorBody {
 }
 
 impl Rpc {
+    /// The edge's metrics, which the requests are timed into.
+    pub fn metrics(&self) -> &EdgeMetrics {
+        &self.metrics
+    }
+
     /// A client on `bus` with the given per-request timeout, recording each request's
     /// round trip in `metrics`.
     pub fn new(bus: Bus, subjects: Subjects, timeout: Duration, metrics: EdgeMetrics) -> Self {

@@ -91,7 +91,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: 
             Err(refused) => {
                 // Closed before a byte is read: the cheapest answer, and the one that
                 // keeps this process's descriptors for the connections it serves.
-                limits.metrics.connection_refused(refused);
+                limits.metrics.connection_refused(refused, peer.ip());
                 drop(tcp);
                 continue;
             }
@@ -172,7 +172,7 @@ impl hyper::service::Service<Request<Incoming>> for PeerService {
                 Err(refused) => {
                     // The proxy's connection is shared by other clients: answer, do not
                     // close it.
-                    limits.metrics.connection_refused(refused);
+                    limits.metrics.connection_refused(refused, client.ip());
                     let busy = (
                         axum::http::StatusCode::SERVICE_UNAVAILABLE,
                         [(axum::http::header::RETRY_AFTER, "1")],

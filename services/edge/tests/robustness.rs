@@ -167,6 +167,7 @@ async fn protocol_violations_close_only_the_offending_socket(mode: Mode) {
         ),
         ("oversize frame", vec![Ok(oversize)], 1009),
     ];
+    let violations = cases.len() + 1;
     for (i, (what, frames, close)) in cases.into_iter().enumerate() {
         let (mut bad, bad_id) = member(&c, 0, &code).await;
         assert_eq!(listener.expect("USER_CONNECT").await["userId"], bad_id);
@@ -204,6 +205,15 @@ async fn protocol_violations_close_only_the_offending_socket(mode: Mode) {
         .send_raw(r#"42/api,["KEY_UP",{"note":1,"targetUserIds":[]}]"#)
         .await;
     assert_eq!(early.next().await, Got::Closed(Some(1002)));
+    // Every close was a security event, with its reason, in the log and the metric.
+    assert_eq!(
+        support::metric(
+            c.edge(0),
+            "p2piano_edge_security_events_total{kind=\"protocol_violation\"}"
+        )
+        .await,
+        violations as f64
+    );
     checker
         .emit(
             "KEY_UP",

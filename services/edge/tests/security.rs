@@ -257,6 +257,15 @@ async fn expired_and_forged_sessions_are_refused() {
     for (what, cookie) in &forged {
         refused_everywhere(&c, &path, &code, cookie, what).await;
     }
+    // Each forged cookie was a security event twice (the HTTP request and the socket).
+    assert_eq!(
+        support::metric(
+            port,
+            "p2piano_edge_security_events_total{kind=\"bad_session\"}"
+        )
+        .await,
+        (2 * forged.len()) as f64
+    );
     // Only the real secret opens a socket through the handshake's `sessionId`: a random
     // id of the right shape does not.
     let mut s = SioClient::open(port, "", &[]).await.unwrap();
@@ -344,6 +353,14 @@ async fn foreign_origins_get_403_on_upgrade() {
             upgrade_from(local, c.edge(0), &[("Origin", origin), ("Cookie", &cookie)]).await;
         assert_eq!(status, 403, "{origin}: {head}");
     }
+    assert_eq!(
+        support::metric(
+            c.edge(0),
+            "p2piano_edge_security_events_total{kind=\"refused_origin\"}"
+        )
+        .await,
+        4.0
+    );
     // The allowed origin, and a non-browser client without one, are upgraded.
     for headers in [
         &[
@@ -825,6 +842,14 @@ async fn near_its_connection_cap_the_edge_is_not_ready() {
         support::metric(
             port,
             "p2piano_edge_connections_refused_total{cap=\"total\"}"
+        )
+        .await
+            >= 1.0
+    );
+    assert!(
+        support::metric(
+            port,
+            "p2piano_edge_security_events_total{kind=\"cap_refused\"}"
         )
         .await
             >= 1.0

@@ -165,6 +165,32 @@ impl SessionAuth {
         out
     }
 
+    /// Whether `headers` carry a `sessionId` cookie with a wrong signature (forged or
+    /// altered): recorded as a security event where the request is refused or given a new
+    /// session.
+    pub fn has_forged_cookie(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .filter(|(name, _)| *name == SESSION_COOKIE)
+            .any(|(_, value)| self.signer.verify(value.trim().trim_matches('"')).is_none())
+    }
+
+    /// Records a forged session cookie from `ip` as a security event, if `headers` carry one.
+    pub fn note_forged(&self, headers: &HeaderMap, ip: IpAddr) {
+        if self.has_forged_cookie(headers) {
+            self.rpc.metrics().security.record(
+                crate::security::Kind::BadSession,
+                ip,
+                None,
+                "session cookie with a wrong signature",
+            );
+        }
+    }
+
     /// The first presented session that presence knows (refreshing its expiry), `None`
     /// when there is none, an error when presence cannot be asked.
     #[tracing::instrument(skip_all)]
@@ -197,6 +223,7 @@ impl SessionAuth {
                 set_cookie: None,
             });
         }
+        self.note_forged(headers, ip);
         if let Err(wait) = self.ip_limits.check(ip) {
             tracing::debug!(%ip, ?wait, "new session refused: address over its limit");
             return Err(ErrorBody::new(

@@ -25,6 +25,7 @@ use crate::dialect::Dialect;
 use crate::edge::{Edge, SocketEntry};
 use crate::events::Refusal;
 use crate::fanout::LocalRoom;
+use crate::security::Kind as SecurityKind;
 use crate::sio::{self, BinaryAssembly, EioPacket, SioKind, SioPacket};
 use crate::socket::budgets::SessionBudget;
 use crate::socket::outbox::{self, Close, Frame, Outbox};
@@ -170,7 +171,14 @@ pub async fn run(edge: Arc<Edge>, socket: WebSocket, handshake: Handshake) {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
         };
         if let Err(Fatal(code, reason)) = result {
-            tracing::debug!(code, reason, "closing socket on a protocol violation");
+            let kind = match code {
+                1008 => SecurityKind::RateLimitDisconnect,
+                _ => SecurityKind::ProtocolViolation,
+            };
+            let user = conn.session.as_ref().map(|(_, user)| user);
+            edge.metrics
+                .security
+                .record(kind, conn.handshake.ip, user, reason);
             outbox.close(Close { code, reason });
             break;
         }

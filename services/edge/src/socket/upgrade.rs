@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::edge::Edge;
 use crate::gate::Places;
+use crate::security::Kind as SecurityKind;
 use crate::socket::conn::{self, Handshake};
 
 fn refuse(status: StatusCode, code: u8, message: &str) -> Response {
@@ -90,16 +91,20 @@ pub async fn upgrade(
     }
     // A cross-site page must not ride the cookie; clients without Origin (not browsers) may.
     // A browser sends one Origin; more than one is a forgery, whichever of them would pass.
-    if headers.get_all(header::ORIGIN).iter().nth(1).is_some() {
-        return refuse(StatusCode::FORBIDDEN, 4, "Origin not allowed");
-    }
-    if let Some(origin) = headers.get(header::ORIGIN)
-        && !origin_allowed(
-            origin.to_str().unwrap_or_default(),
-            &headers,
-            &edge.cors_origins,
-        )
-    {
+    let refused_origin = if headers.get_all(header::ORIGIN).iter().nth(1).is_some() {
+        Some("more than one Origin")
+    } else {
+        headers
+            .get(header::ORIGIN)
+            .filter(|o| {
+                !origin_allowed(o.to_str().unwrap_or_default(), &headers, &edge.cors_origins)
+            })
+            .map(|_| "Origin not allowed")
+    };
+    if let Some(detail) = refused_origin {
+        edge.metrics
+            .security
+            .record(SecurityKind::RefusedOrigin, addr.ip(), None, detail);
         return refuse(StatusCode::FORBIDDEN, 4, "Origin not allowed");
     }
     let Ok(ws) = ws else {

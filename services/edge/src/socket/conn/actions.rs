@@ -86,12 +86,8 @@ impl Conn {
             }
             Verdict::Disconnect => {
                 outcome("disconnected");
+                // The close itself is the security event (recorded where the socket closes).
                 self.edge.budgets.cool_down(&me);
-                tracing::warn!(
-                    ip = %self.handshake.ip,
-                    user_id = %me,
-                    "disconnected for exceeding its event limits for too long; refused for a cool-down"
-                );
                 return Err(Fatal(1008, "rate limits exceeded for too long"));
             }
         }

@@ -66,7 +66,12 @@ impl Conn {
             .await
         {
             Ok(Some((id, info))) => (id, info.user_id),
-            Ok(None) => return self.connect_error(ns, "Session required").await,
+            Ok(None) => {
+                self.edge
+                    .auth
+                    .note_forged(&self.handshake.headers, self.handshake.ip);
+                return self.connect_error(ns, "Session required").await;
+            }
             Err(_) => {
                 return self
                     .connect_error(ns, "Service unavailable, try again")
