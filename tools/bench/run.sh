@@ -32,7 +32,8 @@ REF_PORT=3950
 ALL_PORT=3951
 CLUSTER_DIR="$BENCH_DIR/cluster"
 export RUN_DIR="$CLUSTER_DIR" NATS_PORT=4350 MONGO_PORT=27350 EDGE1_PORT=3952 EDGE2_PORT=3953 \
-    ROOMS_ADMIN=127.0.0.1:9351 PRESENCE_ADMIN=127.0.0.1:9352 P2PIANO_BIN="$BIN"
+    ROOMS_ADMIN=127.0.0.1:9351 PRESENCE_ADMIN=127.0.0.1:9352 \
+    EDGE1_ADMIN=127.0.0.1:9353 EDGE2_ADMIN=127.0.0.1:9354 P2PIANO_BIN="$BIN"
 export RUST_LOG=${RUST_LOG:-warn}
 # The load client's thousands of sockets come from 8 loopback addresses: the per-address
 # connection cap (a protection, not what is measured) is off for the run.

@@ -7,7 +7,8 @@
 #
 # Settings (environment): P2PIANO_BIN (the binary, default target/release/p2piano),
 # RUN_DIR (default .run/cluster), NATS_PORT (4300), MONGO_PORT (27300), EDGE1_PORT (3001),
-# EDGE2_PORT (3002), ROOMS_ADMIN (127.0.0.1:9091), PRESENCE_ADMIN (127.0.0.1:9092), VENV
+# EDGE2_PORT (3002), ROOMS_ADMIN (127.0.0.1:9091), PRESENCE_ADMIN (127.0.0.1:9092), EDGE1_ADMIN
+# (127.0.0.1:9093) and EDGE2_ADMIN (127.0.0.1:9094) for the edges' /metrics, VENV
 # (the virtualenv of `make test-deps`), plus any P2PIANO_*/CORS_ORIGIN variable, which the
 # services read as usual.
 set -euo pipefail
@@ -21,6 +22,8 @@ EDGE1_PORT=${EDGE1_PORT:-3001}
 EDGE2_PORT=${EDGE2_PORT:-3002}
 ROOMS_ADMIN=${ROOMS_ADMIN:-127.0.0.1:9091}
 PRESENCE_ADMIN=${PRESENCE_ADMIN:-127.0.0.1:9092}
+EDGE1_ADMIN=${EDGE1_ADMIN:-127.0.0.1:9093}
+EDGE2_ADMIN=${EDGE2_ADMIN:-127.0.0.1:9094}
 VENV=${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/p2piano/venv}
 PIDS="$RUN_DIR/pids"
 LOGS="$RUN_DIR/logs"
@@ -96,8 +99,8 @@ P2PIANO_ADMIN_ADDR=$ROOMS_ADMIN start rooms "$BIN" rooms
 P2PIANO_ADMIN_ADDR=$PRESENCE_ADMIN start presence "$BIN" presence
 wait_ready rooms "$ROOMS_ADMIN"
 wait_ready presence "$PRESENCE_ADMIN"
-PORT=$EDGE1_PORT P2PIANO_EDGE_ID=edge-1 start edge-1 "$BIN" edge
-PORT=$EDGE2_PORT P2PIANO_EDGE_ID=edge-2 start edge-2 "$BIN" edge
+PORT=$EDGE1_PORT P2PIANO_EDGE_ID=edge-1 P2PIANO_ADMIN_ADDR=$EDGE1_ADMIN start edge-1 "$BIN" edge
+PORT=$EDGE2_PORT P2PIANO_EDGE_ID=edge-2 P2PIANO_ADMIN_ADDR=$EDGE2_ADMIN start edge-2 "$BIN" edge
 wait_ready edge-1 "127.0.0.1:$EDGE1_PORT"
 wait_ready edge-2 "127.0.0.1:$EDGE2_PORT"
 
@@ -106,6 +109,6 @@ echo "p2piano split deployment is up:"
 echo "  edges      http://localhost:$EDGE1_PORT/  http://localhost:$EDGE2_PORT/"
 echo "  nats       $NATS_URL"
 echo "  mongodb    $MONGO_URI"
-echo "  admin      rooms http://$ROOMS_ADMIN  presence http://$PRESENCE_ADMIN"
+echo "  admin      rooms http://$ROOMS_ADMIN  presence http://$PRESENCE_ADMIN  edges http://$EDGE1_ADMIN http://$EDGE2_ADMIN"
 echo "  logs       $LOGS/"
 echo "stop it with: make down"

@@ -64,6 +64,10 @@ pub fn edge_id(config: &Config) -> String {
     format!("{host}-{suffix:08x}")
 }
 
+/// Where the split edge serves its health and `/metrics` when `P2PIANO_ADMIN_ADDR` is unset
+/// (rooms use 9091, presence 9092).
+pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:9093";
+
 /// A built edge: bound, subscribed to its control subject, not yet serving.
 pub struct Application {
     listener: TcpListener,
@@ -73,21 +77,33 @@ pub struct Application {
     heartbeat: std::time::Duration,
     drain_budget: std::time::Duration,
     limits: crate::serve::Limits,
+    /// The admin listener (health and `/metrics`), when configured.
+    admin: Option<(TcpListener, AdminState)>,
 }
 
 impl Application {
-    /// Connects to NATS and builds the edge.
+    /// Connects to NATS and builds the edge, with its admin listener (health and
+    /// `/metrics`) on `P2PIANO_ADMIN_ADDR`, by default [`DEFAULT_ADMIN_ADDR`].
     pub async fn build(config: &Config) -> Result<Self, AppError> {
         let url = config.nats_url.as_deref().unwrap_or(DEFAULT_NATS_URL);
         // Fix the id once, so that the bus connection and the edge carry the same one.
         let mut config = config.clone();
+        if config.admin_addr.is_none() {
+            config.admin_addr = Some(
+                DEFAULT_ADMIN_ADDR
+                    .parse()
+                    .map_err(|e| AppError::Config(format!("{e}")))?,
+            );
+        }
         config.edge_id = Some(edge_id(&config));
         let id = config.edge_id.clone().unwrap_or_default();
         let bus = Bus::connect_nats(url, &format!("p2piano-edge-{id}")).await?;
         Self::build_with(&config, bus).await
     }
 
-    /// Builds the edge on a given bus (embedded mode and tests).
+    /// Builds the edge on a given bus (embedded mode and tests). With `P2PIANO_ADMIN_ADDR`
+    /// set, `/metrics` is served there only; without it (`p2piano all`'s zero-setup
+    /// default) on the public port.
     pub async fn build_with(config: &Config, bus: Bus) -> Result<Self, AppError> {
         let settings = SocketSettings {
             connect_timeout: config.connect_timeout(),
@@ -171,6 +187,11 @@ impl Application {
             metrics: registry,
             readiness,
         };
+        let admin_listener = match config.admin_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let admin_state = admin.clone();
         let state = HttpState::new(rpc, auth, metrics, admin);
         let socket_routes = axum::Router::new()
             .route(
@@ -179,14 +200,23 @@ impl Application {
             )
             .with_state(edge.clone());
         let router = http::apply_layers(
-            http::router(state).merge(socket_routes),
+            http::router(state, admin_listener.is_none()).merge(socket_routes),
             &config.cors_origin,
             config.cookie_secure,
         );
         let link = EdgeLink::new(bus, subjects, id);
         let addr = SocketAddr::from(([0, 0, 0, 0], config.port));
         let listener = TcpListener::bind(addr).await?;
-        tracing::info!(edge_id = %edge.edge_id, port = listener.local_addr()?.port(), "edge ready");
+        let admin_port = match &admin_listener {
+            Some(l) => l.local_addr()?.port(),
+            None => 0,
+        };
+        tracing::info!(
+            edge_id = %edge.edge_id,
+            port = listener.local_addr()?.port(),
+            admin_port,
+            "edge ready"
+        );
         Ok(Self {
             listener,
             edge,
@@ -195,12 +225,21 @@ impl Application {
             heartbeat: config.heartbeat(),
             drain_budget: config.drain_timeout(),
             limits,
+            admin: admin_listener.map(|l| (l, admin_state)),
         })
     }
 
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The bound admin port, 0 without an admin listener.
+    pub fn admin_port(&self) -> u16 {
+        self.admin
+            .as_ref()
+            .and_then(|(l, _)| l.local_addr().ok())
+            .map_or(0, |a| a.port())
     }
 
     /// This edge's id.
@@ -227,6 +266,14 @@ impl Application {
         );
         let http_stop = CancellationToken::new();
         let serve_stop = http_stop.clone();
+        let admin_stop = CancellationToken::new();
+        let admin = self.admin.map(|(listener, state)| {
+            tokio::spawn(p2piano_telemetry::serve_admin(
+                listener,
+                state,
+                admin_stop.clone(),
+            ))
+        });
         let server = crate::serve::serve(self.listener, self.router, self.limits, serve_stop);
         let server = tokio::spawn(server);
         shutdown.cancelled().await;
@@ -238,6 +285,10 @@ impl Application {
         http_stop.cancel();
         if let Err(e) = server.await {
             tracing::warn!(error = %e, "http server task failed");
+        }
+        admin_stop.cancel();
+        if let Some(admin) = admin {
+            let _ = admin.await;
         }
         tracing::info!("edge stopped");
         Ok(())

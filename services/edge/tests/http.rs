@@ -140,7 +140,7 @@ const LOCK: &str = r#"{"settings":{"locked":true}}"#;
 const UNLOCK: &str = r#"{"settings":{"locked":false}}"#;
 
 async fn health_and_metrics(c: Cluster) {
-    for &port in &c.edges {
+    for (i, &port) in c.edges.iter().enumerate() {
         let r = call(port, "GET", "/health", &[], "").await;
         assert_eq!(r.status, 200, "{}", r.body);
         absent(&r, "set-cookie");
@@ -159,9 +159,15 @@ async fn health_and_metrics(c: Cluster) {
         let r = call(port, "GET", "/health/ready", &[], "").await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.json()["status"], "ok");
+        // Metrics are on the admin listener only, never on the port the internet reaches.
         let r = call(port, "GET", "/metrics", &[], "").await;
+        assert_eq!(r.status, 404, "{}", r.body);
+        let admin = c.admin(i);
+        let r = call(admin, "GET", "/metrics", &[], "").await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert!(r.body.contains("p2piano_edge_connections"), "{}", r.body);
+        let r = call(admin, "GET", "/health/ready", &[], "").await;
+        assert_eq!(r.status, 200, "{}", r.body);
     }
 }
 

@@ -223,7 +223,7 @@ async fn oversize_and_foreign_payloads_are_refused_to_the_sender(c: Cluster) {
     // pinging players who left): the next exception is the one for a bad note sent after
     // them, and the members among the targets still get the event.
     let stranger = "00000000-0000-4000-8000-000000000000";
-    let dropped_before = support::metric(c.edge(0), "p2piano_edge_dropped_targets_total").await;
+    let dropped_before = support::metric(c.admin(0), "p2piano_edge_dropped_targets_total").await;
     a.emit("SIGNAL", json!({"userId": stranger, "signalData": {}}))
         .await;
     a.emit(
@@ -240,7 +240,7 @@ async fn oversize_and_foreign_payloads_are_refused_to_the_sender(c: Cluster) {
         "{e}"
     );
     assert_eq!(b.expect("LATENCY_PING").await["pingTime"], 1);
-    let dropped = support::metric(c.edge(0), "p2piano_edge_dropped_targets_total").await;
+    let dropped = support::metric(c.admin(0), "p2piano_edge_dropped_targets_total").await;
     assert_eq!(
         dropped - dropped_before,
         2.0,

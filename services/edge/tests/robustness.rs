@@ -105,7 +105,7 @@ async fn silent_clients_are_dropped(mode: Mode) {
     let (_, close) = s.until_closed_ignoring_pings().await;
     assert_eq!(close, Some(1000));
     assert_eq!(
-        support::metric(c.edge(0), "p2piano_edge_connect_timeouts_total").await,
+        support::metric(c.admin(0), "p2piano_edge_connect_timeouts_total").await,
         1.0,
         "the connect deadline is counted"
     );
@@ -208,7 +208,7 @@ async fn protocol_violations_close_only_the_offending_socket(mode: Mode) {
     // Every close was a security event, with its reason, in the log and the metric.
     assert_eq!(
         support::metric(
-            c.edge(0),
+            c.admin(0),
             "p2piano_edge_security_events_total{kind=\"protocol_violation\"}"
         )
         .await,
@@ -281,7 +281,7 @@ async fn bad_events_are_refused_and_the_socket_stays(mode: Mode) {
     );
 }
 
-/// The edge's `p2piano_edge_dropped_total`.
+/// The `p2piano_edge_dropped_total` of the edge whose admin port is `port`.
 async fn dropped(port: u16) -> u64 {
     let r = support::request(port, "GET", "/metrics", &[], None).await;
     r.body
@@ -306,7 +306,7 @@ async fn slow_consumer_does_not_slow_the_room(mode: Mode) {
     // waited for the slow queue, the fast member would stall with it.
     let (_slow, slow_id) = member_with(&c, 0, &slow_cookie, &code, Some(4096)).await;
     let (mut sender, _) = member(&c, 0, &code).await;
-    let before = dropped(c.edge(0)).await;
+    let before = dropped(c.admin(0)).await;
     // 100 CRDT messages of ~60 KB (the CRDT budget is 100 per 10 s): 6 MB for each receiver.
     let sync: Vec<u8> = vec![255; 15_000];
     // In lockstep with the fast member, so that its own queue never holds more than one
@@ -321,7 +321,7 @@ async fn slow_consumer_does_not_slow_the_room(mode: Mode) {
         );
         assert_eq!(got["syncMessage"].as_array().map(Vec::len), Some(15_000));
     }
-    let after = dropped(c.edge(0)).await;
+    let after = dropped(c.admin(0)).await;
     assert!(
         after > before,
         "the slow member's queue overflowed and its messages were dropped ({before} -> {after})"

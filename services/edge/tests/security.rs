@@ -143,7 +143,7 @@ async fn injection_into_another_room_reaches_nobody(mode: Mode) {
     ];
     // Dropped without an answer in the client dialect (as the original does: the web client
     // logs every exception as an error) and counted.
-    let dropped = support::metric(c.edge(0), "p2piano_edge_dropped_targets_total").await;
+    let dropped = support::metric(c.admin(0), "p2piano_edge_dropped_targets_total").await;
     for (name, payload) in attacks {
         a.emit(name, payload).await;
     }
@@ -160,7 +160,7 @@ async fn injection_into_another_room_reaches_nobody(mode: Mode) {
         "{e}"
     );
     assert_eq!(
-        support::metric(c.edge(0), "p2piano_edge_dropped_targets_total").await - dropped,
+        support::metric(c.admin(0), "p2piano_edge_dropped_targets_total").await - dropped,
         18.0,
         "two outsiders for each of 8 events, one for each of 2 signals"
     );
@@ -260,7 +260,7 @@ async fn expired_and_forged_sessions_are_refused() {
     // Each forged cookie was a security event twice (the HTTP request and the socket).
     assert_eq!(
         support::metric(
-            port,
+            c.admin(0),
             "p2piano_edge_security_events_total{kind=\"bad_session\"}"
         )
         .await,
@@ -355,7 +355,7 @@ async fn foreign_origins_get_403_on_upgrade() {
     }
     assert_eq!(
         support::metric(
-            c.edge(0),
+            c.admin(0),
             "p2piano_edge_security_events_total{kind=\"refused_origin\"}"
         )
         .await,
@@ -482,7 +482,7 @@ async fn connection_attempts_are_limited_per_address() {
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     assert!(header(&head, "set-cookie").is_some());
     // Refused attempts are counted.
-    let metrics = request(port, "GET", "/metrics", &[], None).await.body;
+    let metrics = request(c.admin(0), "GET", "/metrics", &[], None).await.body;
     let limited: f64 = metrics
         .lines()
         .find(|l| l.starts_with("p2piano_edge_http_rate_limited_total"))
@@ -544,7 +544,7 @@ async fn slow_handshakes_are_cut_off() {
     );
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(
-        support::metric(port, "p2piano_edge_header_timeouts_total").await >= 2.0,
+        support::metric(c.admin(0), "p2piano_edge_header_timeouts_total").await >= 2.0,
         "both cut-offs are counted"
     );
     // Everyone else is served as before, and upgraded sockets outlive the header timeout.
@@ -840,7 +840,7 @@ async fn near_its_connection_cap_the_edge_is_not_ready() {
     }
     assert!(
         support::metric(
-            port,
+            c.admin(0),
             "p2piano_edge_connections_refused_total{cap=\"total\"}"
         )
         .await
@@ -848,7 +848,7 @@ async fn near_its_connection_cap_the_edge_is_not_ready() {
     );
     assert!(
         support::metric(
-            port,
+            c.admin(0),
             "p2piano_edge_security_events_total{kind=\"cap_refused\"}"
         )
         .await

@@ -66,8 +66,9 @@ async fn long_grace(mode: Mode) -> Cluster {
     Cluster::start_configured(mode, Default::default(), |c| c.leave_grace_ms = 60_000).await
 }
 
-/// Closes sockets of edge `port` with `close` and waits until the edge has counted out
-/// `n` of them: a closed socket is counted out only after presence has been told of it.
+/// Closes sockets of the edge whose admin port is `port` with `close` and waits until the
+/// edge has counted out `n` of them: a closed socket is counted out only after presence
+/// has been told of it.
 async fn closing_sockets(port: u16, n: u64, close: impl Future<Output = ()>) {
     let before = support::metric(port, "p2piano_edge_connections").await;
     close.await;
@@ -118,7 +119,7 @@ async fn a_new_page_of_a_member_in_grace_is_a_leave_then_a_join(c: Cluster) {
     let cookie_b = c.session_for(1, &code).await;
     let (b, wb) = client(&c, 1, &cookie_b, &code).await;
     assert_eq!(a.expect("USER_CONNECT").await["userId"], wb["userId"]);
-    closing_sockets(c.edge(1), 1, async { b.drop_transport() }).await;
+    closing_sockets(c.admin(1), 1, async { b.drop_transport() }).await;
     // The new page loads the room first: it does not see itself among the users.
     let r = support::request(
         c.edge(0),
@@ -172,7 +173,7 @@ async fn a_lost_transport_keeps_the_grace_and_the_same_page_returns_silently(c: 
     for w in [&wb, &wn, &wm] {
         assert_eq!(a.expect("USER_CONNECT").await["userId"], w["userId"]);
     }
-    closing_sockets(c.edge(1), 2, async {
+    closing_sockets(c.admin(1), 2, async {
         b.drop_transport();
         n.close().await;
     })

@@ -161,6 +161,7 @@ async fn run_edge(
     tracing::info!(
         port = app.port(),
         edge_id = app.edge_id(),
+        admin_port = app.admin_port(),
         "p2piano edge started"
     );
     app.run_until_stopped(shutdown).await

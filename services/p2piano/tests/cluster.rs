@@ -36,7 +36,7 @@ fn up_serves_the_conformance_suite_and_down_stops_everything() {
     let _ = p2piano_testkit::nats_url();
     let _ = p2piano_testkit::mongo_uri();
     let run = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
     let env = [
         ("P2PIANO_BIN", env!("CARGO_BIN_EXE_p2piano").to_owned()),
         ("RUN_DIR", run.path().display().to_string()),
@@ -46,6 +46,8 @@ fn up_serves_the_conformance_suite_and_down_stops_everything() {
         ("EDGE2_PORT", ports[3].to_string()),
         ("ROOMS_ADMIN", format!("127.0.0.1:{}", ports[4])),
         ("PRESENCE_ADMIN", format!("127.0.0.1:{}", ports[5])),
+        ("EDGE1_ADMIN", format!("127.0.0.1:{}", ports[6])),
+        ("EDGE2_ADMIN", format!("127.0.0.1:{}", ports[7])),
     ];
     let script = |name: &str| {
         let mut c = Command::new(repo().join("tools/cluster").join(name));

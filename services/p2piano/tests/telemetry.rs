@@ -49,8 +49,10 @@ struct Process {
 /// Rooms, presence and two edges as separate processes on the test's NATS and MongoDB, with
 /// their own subject prefix and database.
 struct Split {
-    /// Public ports of edge-1 and edge-2 (`/metrics` is there too).
+    /// Public ports of edge-1 and edge-2.
     edges: [u16; 2],
+    /// Their admin ports (`/metrics`).
+    edge_admins: [u16; 2],
     /// Admin port of rooms (`/metrics`).
     rooms_admin: u16,
     /// Admin port of presence (`/metrics`).
@@ -106,9 +108,15 @@ impl Split {
         ]
         .map(|(role, instance, ready)| (spawn(role, instance), ready));
         let mut ports = Vec::new();
+        let mut admins = Vec::new();
         let mut processes = Vec::new();
         for ((child, logs), ready) in started {
-            ports.push(port_of(&wait_for_line(&logs, ready)));
+            let line = wait_for_line(&logs, ready);
+            ports.push(port_of(&line));
+            admins.push(
+                line.split_once("admin_port=")
+                    .map_or(0, |(_, rest)| port_of(&format!("port={rest}"))),
+            );
             processes.push(Process {
                 _child: child,
                 _logs: logs,
@@ -118,6 +126,7 @@ impl Split {
             rooms_admin: ports[0],
             presence_admin: ports[1],
             edges: [ports[2], ports[3]],
+            edge_admins: [admins[2], admins[3]],
             _processes: processes,
         }
     }
@@ -525,10 +534,11 @@ async fn every_service_counts_the_traffic_it_handles() {
 
     let split = Split::start(&[]);
     let [edge1, edge2] = split.edges;
+    let [admin1, admin2] = split.edge_admins;
     let expected = [
         Expected::new(
             "edge-1",
-            edge1,
+            admin1,
             vec![
                 ("p2piano_edge_connections", Now(1.0)),
                 ("p2piano_edge_rooms", Now(1.0)),
@@ -560,7 +570,7 @@ async fn every_service_counts_the_traffic_it_handles() {
         ),
         Expected::new(
             "edge-2",
-            edge2,
+            admin2,
             vec![
                 ("p2piano_edge_connections", Now(1.0)),
                 (

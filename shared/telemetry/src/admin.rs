@@ -36,13 +36,22 @@ pub struct AdminState {
 ///   `503 {"status":"unavailable","reason":"..."}` (also after 5 s without an answer);
 /// - `GET /metrics`: [`Metrics::render`] as [`OPENMETRICS_CONTENT_TYPE`].
 ///
-/// The edge merges this into its public router; the other services serve it alone with
-/// [`crate::serve_admin`].
+/// Every service serves it on its admin listener with [`crate::serve_admin`]; the edge
+/// serves [`health_router`] on its public port too, for load balancers.
 pub fn admin_router(state: AdminState) -> Router {
+    health_router(state.clone()).merge(
+        Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(state),
+    )
+}
+
+/// The health routes of [`admin_router`] without `/metrics`: what a port that the
+/// internet reaches may serve.
+pub fn health_router(state: AdminState) -> Router {
     Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics))
         .with_state(state)
 }
 

@@ -30,7 +30,7 @@ pub(crate) fn one_subscriber_at_a_time() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-pub use admin::{AdminState, OPENMETRICS_CONTENT_TYPE, admin_router};
+pub use admin::{AdminState, OPENMETRICS_CONTENT_TYPE, admin_router, health_router};
 pub use carrier::HeaderCarrier;
 pub use error::TelemetryError;
 pub use guard::TelemetryGuard;

@@ -1,4 +1,4 @@
-//! The edge's HTTP API: health and metrics, the room routes of both dialects with their
+//! The edge's HTTP API: health (and metrics where there is no admin listener), the room routes of both dialects with their
 //! sessions and per-session limits, the OpenAPI document and its page, CORS and the
 //! security headers every response carries.
 
@@ -18,7 +18,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use p2piano_protocol::Timestamp;
-use p2piano_telemetry::{AdminState, admin_router};
+use p2piano_telemetry::{AdminState, admin_router, health_router};
 use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
@@ -109,9 +109,14 @@ impl HttpState {
     }
 }
 
-/// The HTTP routes of docs/protocol.md (without CORS and headers: see [`apply_layers`]).
-pub fn router(state: HttpState) -> Router {
-    let admin = admin_router(state.inner.admin.clone());
+/// The HTTP routes of docs/protocol.md (without CORS and headers: see [`apply_layers`]),
+/// with the health routes. `/metrics` only with `with_metrics`: the edge serves it on its
+/// admin listener when it has one, never on the port that the internet reaches.
+pub fn router(state: HttpState, with_metrics: bool) -> Router {
+    let admin = match with_metrics {
+        true => admin_router(state.inner.admin.clone()),
+        false => health_router(state.inner.admin.clone()),
+    };
     Router::new()
         .route("/health", get(health))
         .route("/rooms", post(rooms::create_room))

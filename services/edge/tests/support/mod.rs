@@ -34,6 +34,8 @@ pub struct Cluster {
     pub config: Config,
     /// Ports of the edges (two in NATS mode, one in process).
     pub edges: Vec<u16>,
+    /// Their admin ports (health and `/metrics`).
+    pub admins: Vec<u16>,
     settings: p2piano_edge::edge::SocketSettings,
     stops: Vec<CancellationToken>,
     edge_stops: Vec<CancellationToken>,
@@ -140,6 +142,7 @@ impl Cluster {
             config,
             settings,
             edges: Vec::new(),
+            admins: Vec::new(),
             stops,
             edge_stops: Vec::new(),
             edge_tasks: Vec::new(),
@@ -160,6 +163,7 @@ impl Cluster {
                 .await
                 .expect("edge builds");
         self.edges.push(app.port());
+        self.admins.push(app.admin_port());
         let stop = CancellationToken::new();
         let token = stop.clone();
         self.edge_tasks.push(tokio::spawn(async move {
@@ -173,6 +177,11 @@ impl Cluster {
     /// The port of edge `i` (the second edge is the first in process mode).
     pub fn edge(&self, i: usize) -> u16 {
         self.edges[i.min(self.edges.len() - 1)]
+    }
+
+    /// The admin port of edge `i`, where its `/metrics` is.
+    pub fn admin(&self, i: usize) -> u16 {
+        self.admins[i.min(self.admins.len() - 1)]
     }
 
     /// Drains edge `i` and waits for it to stop.
@@ -198,7 +207,8 @@ impl Cluster {
     }
 }
 
-/// The value of the series `name` (without labels) in the edge's `/metrics`, 0 when absent.
+/// The value of the series `name` (with its labels, if any) in the `/metrics` of the admin
+/// port `port` ([`Cluster::admin`]), 0 when absent.
 pub async fn metric(port: u16, name: &str) -> f64 {
     let r = request(port, "GET", "/metrics", &[], None).await;
     r.body

@@ -243,6 +243,8 @@ pub struct Deployment {
     pub name: String,
     /// The edges, `edge-1`...
     pub edges: Vec<Proc>,
+    /// The admin ports of the edges (health and `/metrics`), by index.
+    pub edge_admins: Vec<u16>,
     /// `p2piano rooms`.
     pub rooms: Proc,
     /// `p2piano presence`.
@@ -304,7 +306,7 @@ impl Deployment {
         }
         common.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let mut ports: Vec<u16> = Vec::new();
-        while ports.len() < 2 + edges {
+        while ports.len() < 2 + 2 * edges {
             let p = free_port();
             if !ports.contains(&p) {
                 ports.push(p);
@@ -325,19 +327,23 @@ impl Deployment {
         let admin = |port: u16| vec![("P2PIANO_ADMIN_ADDR".into(), format!("127.0.0.1:{port}"))];
         let rooms = service("rooms", "rooms", ports[0], admin(ports[0]));
         let presence = service("presence", "presence", ports[1], admin(ports[1]));
-        let edges = (0..edges)
+        let count = edges;
+        let edges = (0..count)
             .map(|i| {
                 let name = format!("edge-{}", i + 1);
-                let env = vec![
+                let mut env = vec![
                     ("PORT".into(), ports[2 + i].to_string()),
                     ("P2PIANO_EDGE_ID".into(), name.clone()),
                 ];
+                env.extend(admin(ports[2 + count + i]));
                 service(&name, "edge", ports[2 + i], env)
             })
             .collect();
+        let edge_admins = ports[2 + count..].to_vec();
         let mut d = Deployment {
             name,
             edges,
+            edge_admins,
             rooms,
             presence,
             nats,
@@ -373,6 +379,11 @@ impl Deployment {
     /// The port of edge `i` (0-based).
     pub fn edge(&self, i: usize) -> u16 {
         self.edges[i].port
+    }
+
+    /// The admin port of edge `i` (0-based), where its `/metrics` is.
+    pub fn edge_admin(&self, i: usize) -> u16 {
+        self.edge_admins[i]
     }
 
     /// Waits until every running service answers ready again.

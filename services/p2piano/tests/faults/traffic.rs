@@ -20,7 +20,7 @@ const FLOOD_EVERY: Duration = Duration::from_millis(2);
 /// is disconnected (its first refusal comes ~2 s in, when its 1000-note budget is spent).
 const PLAY: Duration = Duration::from_secs(13);
 
-/// An edge's `p2piano_edge_dropped_total`, if it exports it.
+/// The `p2piano_edge_dropped_total` of the edge whose admin port is `port`, if it exports it.
 async fn dropped(port: u16) -> Option<u64> {
     let r = http(port, "GET", "/metrics", None, None).await.ok()?;
     r.body
@@ -61,7 +61,7 @@ async fn slow_consumer_and_flooder_do_not_hurt_the_room() {
         })
         .await
         .expect("all joined");
-    let dropped_before = dropped(e2).await;
+    let dropped_before = dropped(d.edge_admin(1)).await;
 
     // Clog the slow consumer's pipe: 100 CRDT messages of ~60 KB (its sender's whole CRDT
     // budget for 10 s) for it alone.
@@ -174,7 +174,7 @@ async fn slow_consumer_and_flooder_do_not_hurt_the_room() {
     );
 
     // The slow consumer: its frames were dropped, and it was closed (1013) or is about to be.
-    let dropped_after = dropped(e2).await;
+    let dropped_after = dropped(d.edge_admin(1)).await;
     let (mut frames, mut close) = (0usize, None);
     let mut ws = slow_ws;
     let reading = async {

@@ -177,7 +177,7 @@ impl Cluster {
         let run = tempfile::tempdir().unwrap();
         // Six different ports (two random picks may coincide).
         let mut ports: Vec<u16> = Vec::new();
-        while ports.len() < 6 {
+        while ports.len() < 8 {
             let port = free_port();
             if !ports.contains(&port) {
                 ports.push(port);
@@ -192,6 +192,8 @@ impl Cluster {
             ("EDGE2_PORT", ports[3].to_string()),
             ("ROOMS_ADMIN", format!("127.0.0.1:{}", ports[4])),
             ("PRESENCE_ADMIN", format!("127.0.0.1:{}", ports[5])),
+            ("EDGE1_ADMIN", format!("127.0.0.1:{}", ports[6])),
+            ("EDGE2_ADMIN", format!("127.0.0.1:{}", ports[7])),
         ];
         let cluster = Cluster {
             run,
