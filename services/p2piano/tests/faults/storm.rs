@@ -1,7 +1,6 @@
 //! 5,000 clients lose their edge at once; most reconnect to the other one, some never do.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -22,9 +21,6 @@ const PER_ROOM: usize = 8;
 /// balancer would bring them, bounded so that the test measures the services, not a
 /// connect flood of one process on a 2-core machine.
 const IN_FLIGHT: usize = 256;
-/// Reconnects in flight at once after a drain, where clients come back spread by
-/// socket.io-client's reconnection delay rather than in a queue.
-const RECONNECT_IN_FLIGHT: usize = 1_024;
 /// HTTP requests in flight at once while setting up.
 const HTTP_IN_FLIGHT: usize = 64;
 /// The bound on the whole reconnect storm: generous for a busy 2-core machine.
@@ -88,42 +84,6 @@ async fn join_all(
     results.sort_by_key(|(i, _, _)| *i);
     let latencies = results.iter().map(|(_, _, d)| *d).collect();
     (results.into_iter().map(|(_, r, _)| r).collect(), latencies)
-}
-
-/// Reconnects `who` to the edge on `port` as socket.io-client does after its transport
-/// closed: each page waits its first reconnection delay, 1 s spread by ±50 % (spread evenly
-/// over 0.5–1.5 s here, so that runs compare), then connects; many at once, as the browsers
-/// of a fleet would, bounded only so that one test process on two cores can keep up.
-async fn reconnect_all(
-    port: u16,
-    who: Vec<(String, String, Option<String>)>,
-) -> (Vec<Result<Player, String>>, Vec<Duration>) {
-    const GOLDEN: f64 = 0.618_033_988_749_895;
-    let start = Instant::now();
-    let slots = Arc::new(tokio::sync::Semaphore::new(RECONNECT_IN_FLIGHT));
-    let tasks: Vec<_> = who
-        .into_iter()
-        .enumerate()
-        .map(|(i, (cookie, code, pid))| {
-            let slots = slots.clone();
-            let delay = Duration::from_secs_f64(0.5 + (i as f64 * GOLDEN).fract());
-            tokio::spawn(async move {
-                tokio::time::sleep_until((start + delay).into()).await;
-                let _slot = slots.acquire_owned().await;
-                let started = Instant::now();
-                let r = join_one(port, &cookie, &code, pid.as_deref()).await;
-                (r, started.elapsed())
-            })
-        })
-        .collect();
-    let mut results = Vec::with_capacity(tasks.len());
-    let mut latencies = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        let (r, d) = t.await.expect("reconnect task");
-        results.push(r);
-        latencies.push(d);
-    }
-    (results, latencies)
 }
 
 /// 5,000 clients in 625 rooms of 8 on one edge, with the default settings (edge timeout
@@ -239,7 +199,7 @@ async fn dead_edge_of_5000_sockets_meets_the_10_s_rule() {
     let killed = Instant::now();
     d.edges[0].kill();
     drop(players);
-    let (back, mut latency) = reconnect_all(stays, pages).await;
+    let (back, mut latency) = join_all(stays, pages, IN_FLIGHT).await;
     let storm = killed.elapsed();
     let failed: Vec<&String> = back.iter().filter_map(|r| r.as_ref().err()).collect();
     let (p50, p99, max) = percentiles(&mut latency);
@@ -367,9 +327,8 @@ fn drain_clients() -> usize {
 }
 
 /// Clients in rooms of 8 on one edge (see [`drain_clients`]), default settings; the edge is drained
-/// (SIGTERM: every socket closed with 1012) and every client reconnects, as the page it
-/// was, to the other edge, after socket.io-client's first reconnection delay
-/// ([`reconnect_all`]). Nobody is announced as left (nor as
+/// (SIGTERM: every socket closed with 1012) and every client reconnects at once, as the
+/// page it was, to the other edge, 256 at a time. Nobody is announced as left (nor as
 /// joining again), and every room lists its members once each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_of_thousands_of_sockets_announces_no_leave() {
