@@ -46,6 +46,13 @@ macro_rules! in_process {
     };
 }
 
+mod two_edges {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn budgets_follow_the_session_to_another_edge() {
+        super::budgets_follow_the_session_to_another_edge().await
+    }
+}
+
 mod one_edge {
     in_process!(
         expired_and_forged_sessions_are_refused,
@@ -722,6 +729,41 @@ async fn budgets_are_per_session_not_per_socket() {
     let (mut o, _) = web(&c, 0, &other_cookie, &code).await;
     o.emit("NO_SUCH_EVENT", json!({})).await;
     assert_eq!(o.expect("exception").await["code"], 400);
+}
+
+/// Spends the key-press budget on edge 1, closes the page, and comes back on edge 2 with
+/// the same cookie: the budget travelled with the session (through presence), so the new
+/// socket is refused at once instead of delivering a fresh 1,000.
+async fn budgets_follow_the_session_to_another_edge() {
+    let c = Cluster::start(Mode::Nats).await;
+    let (cookie, code) = c.session_with_room(0).await;
+    let observer = c.session_for(1, &code).await;
+    let (mut o, _) = web(&c, 1, &observer, &code).await;
+    let note = json!({"note": 60, "velocity": 1, "targetUserIds": []});
+    let (mut a, me) = web(&c, 0, &cookie, &code).await;
+    for _ in 0..1_100 {
+        a.emit("KEY_DOWN", note.clone()).await;
+    }
+    assert_eq!(a.expect("exception").await["code"], 429);
+    a.close_with(1000).await;
+    // The leave is announced after presence kept the budgets the socket handed on.
+    loop {
+        match o.next().await {
+            Got::Event(n, p) if n == "USER_DISCONNECT" && p["userId"] == me.as_str() => break,
+            Got::Event(..) => continue,
+            other => panic!("expected the leave, got {other:?}"),
+        }
+    }
+    let (mut b, again) = web(&c, 1, &cookie, &code).await;
+    assert_eq!(again, me, "same session");
+    for _ in 0..100 {
+        b.emit("KEY_DOWN", note.clone()).await;
+    }
+    assert_eq!(
+        b.expect("exception").await["code"],
+        429,
+        "the session's budget was spent on the other edge"
+    );
 }
 
 /// A browser sends one `Origin`; an upgrade with two is refused, even when one of them is

@@ -167,12 +167,16 @@ impl Presence {
 
     /// `disconnect`: if this socket is still the session's current one, start the grace
     /// period, or, when the page went away (`leave`), end its membership at once; a stale
-    /// disconnect (an older, replaced socket) changes nothing.
+    /// disconnect (an older, replaced socket) changes nothing but the budgets it carries,
+    /// which are kept with the session either way.
     #[tracing::instrument(skip_all, fields(edge_id = %req.edge_id, conn_id = %req.conn_id, leave = req.leave))]
     pub async fn disconnect(
         self: &Arc<Self>,
         req: Disconnect,
     ) -> Result<DisconnectReply, ErrorBody> {
+        if let Some(budget) = req.budget.clone() {
+            self.keep_budget(&req.session_id, budget).await;
+        }
         let key = req.session_id.storage_key();
         let is_it = |r: &ConnRecord| r.edge_id == req.edge_id && r.conn_id == req.conn_id;
         if req.leave {

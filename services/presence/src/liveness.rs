@@ -343,3 +343,86 @@ impl Presence {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use p2piano_bus::Bus;
+    use p2piano_protocol::{Clock, Subjects};
+    use p2piano_telemetry::Metrics;
+    use tokio::time::Instant;
+
+    use super::{BEHIND_AT, HOLD_AT_MOST};
+    use crate::kv::{BucketConfig, KvBucket, MemoryBucket};
+    use crate::metrics::PresenceMetrics;
+    use crate::presence::{Buckets, Presence, Settings};
+
+    fn presence() -> Arc<Presence> {
+        let bucket = |name: &str| -> Arc<dyn KvBucket> {
+            Arc::new(MemoryBucket::new(BucketConfig {
+                name: name.to_owned(),
+                max_age: None,
+                replicas: 1,
+                description: String::new(),
+            }))
+        };
+        let buckets = Buckets {
+            sessions: bucket("s"),
+            connections: bucket("c"),
+            edges: bucket("e"),
+        };
+        let settings = Settings {
+            grace: Duration::from_secs(5),
+            session_ttl: Duration::from_secs(86_400),
+            edge_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(1),
+            local_edge: None,
+        };
+        Presence::new(
+            buckets,
+            Bus::in_process(),
+            Subjects::new("hold").unwrap(),
+            Clock::tokio(),
+            settings,
+            PresenceMetrics::new(&Metrics::new("p2piano")),
+        )
+    }
+
+    /// A dead edge's leaves wait while this replica is behind on its requests (they may be
+    /// the edge's sessions coming back elsewhere), for as long as the backlog lasts and
+    /// never longer than [`HOLD_AT_MOST`]; when it is not behind, they do not wait at all.
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_edges_leaves_wait_while_presence_is_behind() {
+        let p = presence();
+        let started = Instant::now();
+        p.expire_edge("edge-x").await;
+        assert_eq!(started.elapsed(), Duration::ZERO, "not behind: no hold");
+        assert_eq!(p.metrics.leaves_held.get(), 0);
+
+        p.metrics.rpc_in_flight.set(BEHIND_AT);
+        let started = Instant::now();
+        p.expire_edge("edge-x").await;
+        let held = started.elapsed();
+        assert!(
+            held >= HOLD_AT_MOST && held < HOLD_AT_MOST + Duration::from_millis(100),
+            "behind throughout: held {held:?}"
+        );
+        assert_eq!(p.metrics.leaves_held.get(), 5);
+
+        // The backlog clears after 200 ms: the hold ends with it.
+        let gauge = p.metrics.rpc_in_flight.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            gauge.set(0);
+        });
+        let started = Instant::now();
+        p.expire_edge("edge-x").await;
+        let held = started.elapsed();
+        assert!(
+            held >= Duration::from_millis(200) && held < Duration::from_millis(400),
+            "held {held:?} for a 200 ms backlog"
+        );
+    }
+}

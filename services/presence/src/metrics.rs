@@ -59,6 +59,9 @@ pub struct PresenceMetrics {
     /// `p2piano_presence_leaves_held_total`: 100 ms steps for which a dead edge's leaves
     /// were held back because this replica was behind on requests.
     pub leaves_held: Counter,
+    /// `p2piano_presence_budgets_kept_total`: event budgets a closing socket handed over,
+    /// kept with its session for the edge of its next socket.
+    pub budgets_kept: Counter,
 }
 
 impl PresenceMetrics {
@@ -81,6 +84,7 @@ impl PresenceMetrics {
             kv_ops: Family::default(),
             rpc_in_flight: Gauge::default(),
             leaves_held: Counter::default(),
+            budgets_kept: Counter::default(),
         };
         registry.register(
             "presence_requests",
@@ -116,6 +120,11 @@ impl PresenceMetrics {
             "presence_pages_gone",
             "Sockets whose page went away, their membership ended without a grace period",
             m.pages_gone.clone(),
+        );
+        registry.register(
+            "presence_budgets_kept",
+            "Event budgets handed over by a closing socket and kept with its session",
+            m.budgets_kept.clone(),
         );
         registry.register(
             "presence_edges_dead",

@@ -5,6 +5,7 @@
 //! - `edges`, key = edge id: [`EdgeRecord`].
 
 use bytes::Bytes;
+use p2piano_protocol::budget::BudgetSnapshot;
 use p2piano_protocol::{RoomCode, Timestamp, UserId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,10 @@ pub struct SessionRecord {
     /// Client `User-Agent` at creation, for operators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// The event budgets the session's last closed socket left behind, handed to the edge
+    /// of its next socket (`p2piano_protocol::budget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSnapshot>,
 }
 
 /// Where a session's socket stands.

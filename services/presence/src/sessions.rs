@@ -1,11 +1,12 @@
 //! Sessions: a secret id for the cookie, a public user id for everyone else, and an idle
 //! expiry that use refreshes.
 
+use p2piano_protocol::budget::BudgetSnapshot;
 use p2piano_protocol::presence::{SessionCreate, SessionCreated, SessionGet, SessionInfo};
 use p2piano_protocol::{ErrorBody, ErrorCode, SessionId, UserId};
 
 use crate::kv::KvError;
-use crate::presence::Presence;
+use crate::presence::{CAS_ATTEMPTS, Presence};
 use crate::records::{SessionRecord, decode, encode};
 
 fn not_found() -> ErrorBody {
@@ -23,6 +24,7 @@ impl Presence {
             last_seen: now,
             ip: req.ip.map(|s| s.chars().take(64).collect()),
             user_agent: req.user_agent.map(|s| s.chars().take(256).collect()),
+            budget: None,
         };
         loop {
             let id = SessionId::random();
@@ -49,13 +51,57 @@ impl Presence {
     /// `session_get`: the session, its idle expiry refreshed; `not_found` once expired.
     #[tracing::instrument(skip_all)]
     pub async fn session_get(&self, req: SessionGet) -> Result<SessionInfo, ErrorBody> {
+        let now = self.now();
         self.touch_session(&req.session_id)
             .await
             .map(|r| SessionInfo {
                 user_id: r.user_id,
                 created_at: r.created_at,
                 last_seen: r.last_seen,
+                budget: r.budget.filter(|b| b.is_relevant(now)),
             })
+    }
+
+    /// Keeps the budgets a session's closing socket left behind in its record, where the
+    /// next `session_get` finds them whichever edge makes it. Best effort: a session that
+    /// is gone, or a store that fails, only loses the hand-off (the edge's own table still
+    /// holds the budgets there), so failures are logged and not returned.
+    #[tracing::instrument(skip_all)]
+    pub(crate) async fn keep_budget(&self, id: &SessionId, budget: BudgetSnapshot) {
+        let key = id.storage_key();
+        for _ in 0..CAS_ATTEMPTS {
+            let entry = match self.buckets.sessions.get(&key).await {
+                Ok(Some(entry)) => entry,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "budget hand-off not kept");
+                    return;
+                }
+            };
+            let Some(mut record) = decode::<SessionRecord>(&key, &entry.value) else {
+                return;
+            };
+            if record.budget.as_ref().is_some_and(|b| b.at > budget.at) {
+                return;
+            }
+            record.budget = Some(budget.clone());
+            match self
+                .buckets
+                .sessions
+                .update(&key, encode(&record), entry.revision)
+                .await
+            {
+                Ok(_) => {
+                    self.metrics.budgets_kept.inc();
+                    return;
+                }
+                Err(KvError::WrongRevision) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "budget hand-off not kept");
+                    return;
+                }
+            }
+        }
     }
 
     /// Reads a session and refreshes its expiry when the last refresh is old enough.

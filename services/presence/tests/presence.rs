@@ -45,6 +45,7 @@ both_modes!(
     dead_edge_members_are_left_in_time,
     stopping_edge_goes_to_grace_at_once,
     bad_input_gets_invalid,
+    budgets_handed_on_are_kept_with_the_session,
 );
 
 async fn sessions_are_created_and_found(h: Harness) {
@@ -489,4 +490,50 @@ async fn a_page_that_went_away_leaves_at_once(h: Harness) {
         .await;
     assert_eq!(again["reconnect"], false);
     assert!(again.get("replaced").is_none());
+}
+
+/// A closing socket's budgets, even in a stale disconnect (a replaced socket), are kept
+/// with the session and handed to the next `session_get`; an older snapshot does not
+/// overwrite a newer one, and another session gets none.
+async fn budgets_handed_on_are_kept_with_the_session(h: Harness) {
+    let room = h.room().await;
+    let s = h.session().await;
+    h.connect_and_join(&s, "edge-a", "c1", &room).await;
+    h.connect_and_join(&s, "edge-b", "c2", &room).await;
+    let now = p2piano_protocol::Timestamp::now();
+    let snapshot = |at: p2piano_protocol::Timestamp, spent: u64| json!({"at": at, "spent": {"keyDown": spent}, "exceedingMs": 1500});
+    let reply: Value = h
+        .presence_ok(
+            PresenceOp::Disconnect,
+            json!({"sessionId": s.session_id.expose(), "edgeId": "edge-a", "connId": "c1",
+                   "budget": snapshot(now, 900_000)}),
+        )
+        .await;
+    assert_eq!(reply["graceStarted"], false, "c1 was replaced: stale");
+    let older = p2piano_protocol::Timestamp::from_millis(now.millis() - 5_000);
+    let _: Value = h
+        .presence_ok(
+            PresenceOp::Disconnect,
+            json!({"sessionId": s.session_id.expose(), "edgeId": "edge-a", "connId": "c0",
+                   "budget": snapshot(older, 10_000)}),
+        )
+        .await;
+    let info: SessionInfo = h
+        .presence_ok(
+            PresenceOp::SessionGet,
+            json!({"sessionId": s.session_id.expose()}),
+        )
+        .await;
+    let budget = info.budget.expect("the budget was kept");
+    assert_eq!(budget.spent["keyDown"], 900_000);
+    assert_eq!(budget.exceeding_ms, Some(1500));
+    assert!(h.members_of(&room).await.contains(&s.user_id.to_string()));
+    let other = h.session().await;
+    let info: SessionInfo = h
+        .presence_ok(
+            PresenceOp::SessionGet,
+            json!({"sessionId": other.session_id.expose()}),
+        )
+        .await;
+    assert!(info.budget.is_none());
 }

@@ -5,6 +5,7 @@
 //! Everything that crosses a process boundary is defined here once, so that the edge, the
 //! rooms service and the presence service cannot disagree about a field name or a limit.
 
+pub mod budget;
 pub mod error;
 pub mod events;
 pub mod presence;

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::budget::BudgetSnapshot;
 use crate::time::Timestamp;
 use crate::validate::{RoomCode, UserId, ValidationError, is_subject_token};
 
@@ -156,6 +157,10 @@ pub struct SessionInfo {
     pub created_at: Timestamp,
     /// Last time the session was used (to the refresh granularity).
     pub last_seen: Timestamp,
+    /// The budgets its last socket left behind, if recent ([`crate::budget`]): the edge the
+    /// session connects to starts from them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSnapshot>,
 }
 
 /// `connect`: a socket of this session is now open on `edgeId` for `roomCode`.
@@ -244,6 +249,11 @@ pub struct Disconnect {
     /// own close): the grace period starts.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub leave: bool,
+    /// The session's event budgets when this socket closed, when worth remembering (much
+    /// spent, an abuse streak, a cool-down): presence keeps them with the session, so that
+    /// a reconnect to another edge does not find a full budget ([`crate::budget`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSnapshot>,
 }
 
 /// Reply to `disconnect`.

@@ -3,7 +3,12 @@
 //! so closing the socket after a burst buys nothing. An entry outlives the session's last
 //! socket by [`RETAIN`], the longest budget period, after which a fresh budget is what the
 //! session would have earned back anyway. A session disconnected for abuse is refused new
-//! sockets here for [`COOL_DOWN`].
+//! sockets for [`COOL_DOWN`](super::limits::COOL_DOWN).
+//!
+//! Across edges, the budgets travel with the session: a socket that closes with much spent
+//! hands a snapshot to presence in its `disconnect` ([`SessionBudget::snapshot`]), and the
+//! edge of the session's next socket takes it in from `session_get`
+//! ([`Budgets::attach`]), merged with whatever it holds itself.
 //!
 //! Keyed by the session's public user id (one per session), so that no session secret is
 //! kept here. One short lock per event on the session's own bucket; the table's lock is
@@ -13,10 +18,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use p2piano_protocol::UserId;
+use p2piano_protocol::budget::BudgetSnapshot;
+use p2piano_protocol::{Timestamp, UserId};
 use tokio::time::Instant;
 
-use super::limits::{COOL_DOWN, Class, Limits, Verdict};
+use super::limits::{Class, Limits, Verdict};
 
 /// How long a session's budgets are kept after its last socket closed: the longest budget
 /// period (user updates, 30 s).
@@ -30,7 +36,10 @@ struct Entry {
     limits: Arc<Mutex<Limits>>,
     sockets: u32,
     idle_since: Option<Instant>,
-    cool_down_until: Option<Instant>,
+}
+
+fn lock(limits: &Mutex<Limits>) -> std::sync::MutexGuard<'_, Limits> {
+    limits.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Debug, Default)]
@@ -64,9 +73,14 @@ impl Budgets {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The budgets of `user`'s session for a new socket, or the cool-down left when the
-    /// session was disconnected for abuse too recently.
-    pub fn attach(self: &Arc<Self>, user: &UserId) -> Result<SessionBudget, Duration> {
+    /// The budgets of `user`'s session for a new socket, with what another edge handed on
+    /// (`handed`, from `session_get`) taken in; or the cool-down left when the session was
+    /// disconnected for abuse too recently, here or elsewhere.
+    pub fn attach(
+        self: &Arc<Self>,
+        user: &UserId,
+        handed: Option<&BudgetSnapshot>,
+    ) -> Result<SessionBudget, Duration> {
         let now = Instant::now();
         let mut table = self.lock();
         table.since_sweep += 1;
@@ -75,23 +89,31 @@ impl Budgets {
             table.entries.retain(|_, e| {
                 e.sockets > 0
                     || e.idle_since.is_some_and(|t| now.duration_since(t) < RETAIN)
-                    || e.cool_down_until.is_some_and(|t| t > now)
+                    || lock(&e.limits).cool_down_left(now).is_some()
             });
         }
         let entry = table.entries.entry(user.clone()).or_insert_with(|| Entry {
             limits: Arc::new(Mutex::new(Limits::new())),
             sockets: 0,
             idle_since: None,
-            cool_down_until: None,
         });
-        if let Some(until) = entry.cool_down_until.filter(|t| *t > now) {
-            return Err(until - now);
-        }
         if entry
             .idle_since
             .is_some_and(|t| entry.sockets == 0 && now.duration_since(t) >= RETAIN)
+            && lock(&entry.limits).cool_down_left(now).is_none()
         {
             entry.limits = Arc::new(Mutex::new(Limits::new()));
+        }
+        {
+            let mut limits = lock(&entry.limits);
+            if let Some(snapshot) = handed {
+                let age = Timestamp::now().millis() - snapshot.at.millis();
+                let age = Duration::from_millis(age.max(0) as u64);
+                limits.absorb(snapshot, age, now);
+            }
+            if let Some(left) = limits.cool_down_left(now) {
+                return Err(left);
+            }
         }
         entry.sockets += 1;
         entry.idle_since = None;
@@ -102,11 +124,11 @@ impl Budgets {
         })
     }
 
-    /// Refuses `user`'s session new sockets for [`COOL_DOWN`] (it was disconnected for
+    /// Refuses `user`'s session new sockets for the cool-down (it was disconnected for
     /// exceeding its limits for too long).
     pub fn cool_down(&self, user: &UserId) {
-        if let Some(e) = self.lock().entries.get_mut(user) {
-            e.cool_down_until = Some(Instant::now() + COOL_DOWN);
+        if let Some(e) = self.lock().entries.get(user) {
+            lock(&e.limits).start_cool_down(Instant::now());
         }
     }
 
@@ -124,10 +146,13 @@ impl Budgets {
 impl SessionBudget {
     /// Counts one event of `class` against the session's budget.
     pub fn check(&self, class: Class) -> Verdict {
-        self.limits
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .check(class)
+        lock(&self.limits).check(class)
+    }
+
+    /// The session's budgets to hand on with its socket's `disconnect`, when worth it
+    /// ([`Limits::snapshot`]).
+    pub fn snapshot(&self) -> Option<BudgetSnapshot> {
+        lock(&self.limits).snapshot(Instant::now(), Timestamp::now())
     }
 }
 
@@ -146,25 +171,26 @@ impl Drop for SessionBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::socket::limits::COOL_DOWN;
 
     #[tokio::test(start_paused = true)]
     async fn a_reconnect_finds_its_budget_spent() {
         let budgets = Budgets::new();
         let me = UserId::random();
-        let first = budgets.attach(&me).unwrap();
+        let first = budgets.attach(&me, None).unwrap();
         for _ in 0..1000 {
             assert_eq!(first.check(Class::KeyDown), Verdict::Allow);
         }
         drop(first);
-        let second = budgets.attach(&me).unwrap();
+        let second = budgets.attach(&me, None).unwrap();
         assert_eq!(second.check(Class::KeyDown), Verdict::Refuse);
         // Another session has its own.
-        let other = budgets.attach(&UserId::random()).unwrap();
+        let other = budgets.attach(&UserId::random(), None).unwrap();
         assert_eq!(other.check(Class::KeyDown), Verdict::Allow);
         // After the retention with no socket, a fresh budget.
         drop(second);
         tokio::time::advance(RETAIN).await;
-        let later = budgets.attach(&me).unwrap();
+        let later = budgets.attach(&me, None).unwrap();
         for _ in 0..1000 {
             assert_eq!(later.check(Class::KeyDown), Verdict::Allow);
         }
@@ -174,12 +200,32 @@ mod tests {
     async fn abuse_is_refused_for_the_cool_down() {
         let budgets = Budgets::new();
         let me = UserId::random();
-        let socket = budgets.attach(&me).unwrap();
+        let socket = budgets.attach(&me, None).unwrap();
         budgets.cool_down(&me);
         drop(socket);
-        let left = budgets.attach(&me).unwrap_err();
+        let left = budgets.attach(&me, None).unwrap_err();
         assert_eq!(left, COOL_DOWN);
         tokio::time::advance(COOL_DOWN).await;
-        assert!(budgets.attach(&me).is_ok());
+        assert!(budgets.attach(&me, None).is_ok());
+    }
+
+    /// A session that spent its budget on another edge finds it spent here, and one in its
+    /// cool-down there is refused here.
+    #[tokio::test(start_paused = true)]
+    async fn budgets_handed_on_from_another_edge_hold_here() {
+        let (there, here) = (Budgets::new(), Budgets::new());
+        let me = UserId::random();
+        let socket = there.attach(&me, None).unwrap();
+        for _ in 0..1000 {
+            socket.check(Class::KeyDown);
+        }
+        let handed = socket.snapshot().expect("worth handing on");
+        let mine = here.attach(&me, Some(&handed)).unwrap();
+        assert_eq!(mine.check(Class::KeyDown), Verdict::Refuse);
+        drop(mine);
+        there.cool_down(&me);
+        let handed = socket.snapshot().expect("a cool-down is always handed on");
+        let left = here.attach(&me, Some(&handed)).unwrap_err();
+        assert!(left > COOL_DOWN - Duration::from_secs(1), "{left:?}");
     }
 }

@@ -65,7 +65,7 @@ impl Conn {
             .resolve_with(explicit.as_deref(), &self.handshake.headers)
             .await
         {
-            Ok(Some((id, info))) => (id, info.user_id),
+            Ok(Some((id, info))) => (id, info.user_id, info.budget),
             Ok(None) => {
                 self.edge
                     .auth
@@ -78,11 +78,12 @@ impl Conn {
                     .await;
             }
         };
-        match self.edge.budgets.attach(&session.1) {
+        let (id, user, handed) = session;
+        match self.edge.budgets.attach(&user, handed.as_ref()) {
             Ok(budget) => self.budget = Some(budget),
             Err(left) => {
                 tracing::debug!(
-                    user_id = %session.1,
+                    user_id = %user,
                     cool_down_ms = left.as_millis() as u64,
                     "session in its cool-down after abuse"
                 );
@@ -91,7 +92,7 @@ impl Conn {
                     .await;
             }
         }
-        self.session = Some(session);
+        self.session = Some((id, user));
         match dialect {
             Dialect::Client => self.connect_client(ns).await,
             Dialect::Service => self.connect_service(ns).await,
@@ -291,13 +292,20 @@ impl Conn {
     /// presence never heard of it): `leave` ends the membership now, else the grace period
     /// starts. A socket that the edge's own drain closed needs no word: presence took the
     /// drain's last heartbeat as the grace period of all its sockets.
+    ///
+    /// Budgets worth handing on ([`crate::socket::budgets`]) go with the disconnect, and
+    /// make one even for a replaced socket or one presence never confirmed (which presence
+    /// takes as stale but for the budgets), so that a session moving between edges takes its
+    /// spent budgets along. A drain hands nothing on: its clients did not choose to move.
     pub(super) async fn disconnect(&mut self, leave: bool) {
         let known = self.edge.table_held(&self.sid).is_some_and(|held| held);
         self.edge.set_held(&self.sid, None);
-        if self.replaced.load(Ordering::Relaxed) || !known {
+        if !leave && self.edge.draining.load(Ordering::Relaxed) {
             return;
         }
-        if !leave && self.edge.draining.load(Ordering::Relaxed) {
+        let budget = self.budget.as_ref().and_then(|b| b.snapshot());
+        let stale = self.replaced.load(Ordering::Relaxed) || !known;
+        if stale && budget.is_none() {
             return;
         }
         if let Some((session, _)) = self.session.take() {
@@ -306,6 +314,7 @@ impl Conn {
                 edge_id: self.edge.edge_id.clone(),
                 conn_id: self.sid.to_string(),
                 leave,
+                budget,
             };
             if let Err(e) = self.edge.rpc.disconnect(&req).await {
                 tracing::warn!(error = %e, "presence not told of a closed socket; its edge heartbeat covers it");
