@@ -9,9 +9,10 @@
 
 use axum::extract::ws::Utf8Bytes;
 use p2piano_protocol::relay::{Relay, RelayKind};
-use p2piano_protocol::{MembersEvent, MembersEventKind, Timestamp, UserId};
+use p2piano_protocol::{ErrorCode, MembersEvent, MembersEventKind, Timestamp, UserId};
 use serde_json::{Value, json};
 
+use crate::events::Event;
 use crate::sio;
 
 /// Which protocol a socket speaks.
@@ -22,19 +23,6 @@ pub enum Dialect {
     /// The service's own dialect (namespace `/`).
     Service,
 }
-
-/// Events of the client dialect that are relayed between players (the only names a
-/// client-dialect socket ever receives from another player).
-pub const CLIENT_RELAY_EVENTS: [&str; 8] = [
-    "KEY_DOWN",
-    "KEY_UP",
-    "SUSTAIN_DOWN",
-    "SUSTAIN_UP",
-    "METRONOME_TICK",
-    "LATENCY_PING",
-    "LATENCY_PONG",
-    "AUTOMERGE_PROTOCOL",
-];
 
 /// A membership event as one dialect writes it, shared by all local recipients of that
 /// dialect.
@@ -127,10 +115,7 @@ impl Dialect {
     pub fn relay_frame(self, r: &Relay) -> Option<(&'static str, Utf8Bytes)> {
         match (self, r.kind) {
             (Dialect::Client, RelayKind::Event) => {
-                let name = CLIENT_RELAY_EVENTS
-                    .iter()
-                    .find(|known| **known == r.event)
-                    .copied()?;
+                let name = Event::client_relay(&r.event)?.name();
                 let mut payload = match &r.data {
                     Value::Object(m) => m.clone(),
                     _ => return None,
@@ -153,15 +138,16 @@ impl Dialect {
         }
     }
 
-    /// An error for the sender of `event`: `exception` in the client dialect (with the HTTP
-    /// style status), `error` in the service dialect (with the error code name).
-    pub fn error_frame(self, event: &str, status: u16, code: &str, message: &str) -> Utf8Bytes {
+    /// An error for the sender of `event`: `exception` in the client dialect (with the
+    /// code's HTTP status as its number), `error` in the service dialect (with the code's
+    /// name).
+    pub fn error_frame(self, event: &str, code: ErrorCode, message: &str) -> Utf8Bytes {
         match self {
             Dialect::Client => self.event(
                 "exception",
                 Some(&json!({
                     "status": "error",
-                    "code": status,
+                    "code": code.http_status(),
                     "message": message,
                     "event": event,
                     "timestamp": Timestamp::now(),
@@ -169,7 +155,7 @@ impl Dialect {
             ),
             Dialect::Service => self.event(
                 "error",
-                Some(&json!({"code": code, "message": message, "event": event})),
+                Some(&json!({"code": code.as_str(), "message": message, "event": event})),
             ),
         }
     }

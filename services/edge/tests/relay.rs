@@ -81,6 +81,10 @@ async fn every_client_event_reaches_only_its_targets(c: Cluster) {
             json!({"type": "accent"}),
             json!({"type": "accent"}),
         ),
+        // The web client of July 2025's metronome controls.
+        ("METRONOME_START", json!({}), json!({})),
+        ("METRONOME_STOP", json!({}), json!({})),
+        ("SET_BPM", json!({"bpm": 132}), json!({"bpm": 132})),
         (
             "LATENCY_PING",
             json!({"id": 7, "sentAt": 123.5}),
@@ -381,6 +385,25 @@ async fn service_dialect_errors_and_limits(c: Cluster) {
         s.emit_ack("join-room", json!({"code": code}), 6).await["ok"],
         true
     );
+    // A full room is `full`, as the service said it, in the ack and in the error event.
+    let body = json!({"settings": {"maxParticipants": 1}}).to_string();
+    let r = support::request(
+        c.edge(0),
+        "PUT",
+        &format!("/rooms/{code}"),
+        &[("Cookie", &cookie), ("Content-Type", "application/json")],
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let late = c.session_for(0, &code).await;
+    let mut t = service(&c, 0, &late).await;
+    assert_eq!(
+        refusal(t.emit_ack("join-room", json!({"code": code}), 1).await),
+        no("full")
+    );
+    t.emit("join-room", json!({"code": code})).await;
+    assert_eq!(t.expect("error").await["code"], "full");
     assert_eq!(
         refusal(s.emit_ack("user-update", json!({"color": "red"}), 7).await),
         no("invalid")

@@ -45,6 +45,35 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// Every code, for tests that pin how each one leaves the edge.
+    pub const ALL: [ErrorCode; 8] = [
+        ErrorCode::NotFound,
+        ErrorCode::Invalid,
+        ErrorCode::Forbidden,
+        ErrorCode::Full,
+        ErrorCode::Conflict,
+        ErrorCode::Unavailable,
+        ErrorCode::RateLimited,
+        ErrorCode::TooLarge,
+    ];
+
+    /// The HTTP status of the code: the status of an HTTP answer and the `code` number of
+    /// the client dialect's `exception`. The one table of numbers; `full` is a conflict
+    /// with the room's state.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::Invalid => 400,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Full | ErrorCode::Conflict => 409,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::Unavailable => 503,
+        }
+    }
+}
+
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

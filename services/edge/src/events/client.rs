@@ -1,117 +1,119 @@
 //! The client dialect's events (namespace `/api`), validated as docs/protocol.md lists them.
+//! Payloads are taken by value: what is relayed is the sender's own map with the routing
+//! fields removed, never a copy.
 
 use p2piano_protocol::UserId;
 use serde_json::{Map, Value};
 
 use super::{
-    Action, MAX_LATENCY_BYTES, MAX_SIGNAL_BYTES, MAX_SYNC_MESSAGE, MAX_TICK_TYPE, Refusal,
-    json_len, opt_color, opt_display_name, opt_instrument, parse_targets,
+    Action, Event, Handling, MAX_BPM, MAX_LATENCY_BYTES, MAX_SIGNAL_BYTES, MAX_SYNC_MESSAGE,
+    MAX_TICK_TYPE, MIN_BPM, Refusal, json_fits, opt_color, opt_display_name, opt_instrument,
+    parse_targets,
 };
-use crate::socket::limits::Class;
 
-fn int_in(obj: &Map<String, Value>, field: &str, max: u64) -> Result<Value, Refusal> {
+fn int_in(obj: &Map<String, Value>, field: &str, min: u64, max: u64) -> Result<Value, Refusal> {
     match obj.get(field).and_then(Value::as_u64) {
-        Some(n) if n <= max => Ok(Value::from(n)),
+        Some(n) if (min..=max).contains(&n) => Ok(Value::from(n)),
         _ => Err(Refusal::invalid(format!(
-            "{field} must be an integer from 0 to {max}"
+            "{field} must be an integer from {min} to {max}"
         ))),
     }
 }
 
 /// The payload minus the routing fields, for events relayed as the client sent them.
-fn without_routing(obj: &Map<String, Value>) -> Value {
-    let mut data = obj.clone();
-    data.remove("targetUserIds");
-    data.remove("userId");
-    Value::Object(data)
+fn without_routing(mut obj: Map<String, Value>) -> Value {
+    obj.remove("targetUserIds");
+    obj.remove("userId");
+    Value::Object(obj)
 }
 
 /// Validates the data of a relayed client-dialect event (also used for service-dialect
-/// `peer-message`s of the same type, which web clients receive). Returns the data to relay.
-pub fn relay_data(event: &str, obj: &Map<String, Value>) -> Result<(Class, Value), Refusal> {
+/// `peer-message`s of the same type, which web clients receive). Returns the data to relay:
+/// only the fields the event has (a note's `note` and `velocity`), or, for events whose
+/// fields the edge does not interpret (latency probes, CRDT sync), the sender's map less
+/// its routing fields.
+pub fn relay_data(event: Event, obj: Map<String, Value>) -> Result<Value, Refusal> {
     let mut data = Map::new();
-    let class = match event {
-        "KEY_DOWN" => {
-            data.insert("note".into(), int_in(obj, "note", 127)?);
-            data.insert("velocity".into(), int_in(obj, "velocity", 127)?);
-            Class::KeyDown
+    match event {
+        Event::KeyDown => {
+            data.insert("note".into(), int_in(&obj, "note", 0, 127)?);
+            data.insert("velocity".into(), int_in(&obj, "velocity", 0, 127)?);
         }
-        "KEY_UP" => {
-            data.insert("note".into(), int_in(obj, "note", 127)?);
-            Class::KeyUp
+        Event::KeyUp => {
+            data.insert("note".into(), int_in(&obj, "note", 0, 127)?);
         }
-        "SUSTAIN_DOWN" | "SUSTAIN_UP" => Class::Pedal,
-        "METRONOME_TICK" => {
-            match obj.get("type").and_then(Value::as_str) {
-                Some(t) if t.chars().count() <= MAX_TICK_TYPE => {
-                    data.insert("type".into(), t.into())
-                }
-                _ => {
-                    return Err(Refusal::invalid(format!(
-                        "type must be a string of at most {MAX_TICK_TYPE} characters"
-                    )));
-                }
-            };
-            Class::Other
+        Event::SustainDown | Event::SustainUp | Event::MetronomeStart | Event::MetronomeStop => {}
+        Event::SetBpm => {
+            data.insert("bpm".into(), int_in(&obj, "bpm", MIN_BPM, MAX_BPM)?);
         }
-        "LATENCY_PING" | "LATENCY_PONG" => {
-            let data = without_routing(obj);
-            if json_len(&data) > MAX_LATENCY_BYTES {
-                return Err(Refusal::too_large(format!(
-                    "{event} payload must be at most {MAX_LATENCY_BYTES} bytes"
+        Event::MetronomeTick => match obj.get("type").and_then(Value::as_str) {
+            Some(t) if t.chars().count() <= MAX_TICK_TYPE => {
+                data.insert("type".into(), t.into());
+            }
+            _ => {
+                return Err(Refusal::invalid(format!(
+                    "type must be a string of at most {MAX_TICK_TYPE} characters"
                 )));
             }
-            return Ok((Class::Other, data));
+        },
+        Event::LatencyPing | Event::LatencyPong => {
+            let data = without_routing(obj);
+            if !json_fits(&data, MAX_LATENCY_BYTES) {
+                return Err(Refusal::too_large(format!(
+                    "{} payload must be at most {MAX_LATENCY_BYTES} bytes",
+                    event.name()
+                )));
+            }
+            return Ok(data);
         }
-        "AUTOMERGE_PROTOCOL" => {
+        Event::AutomergeProtocol => {
+            let bad = || Refusal::invalid("syncMessage must be a list of bytes (0 to 255)");
             let sync = obj
                 .get("syncMessage")
                 .and_then(Value::as_array)
-                .ok_or_else(|| {
-                    Refusal::invalid("syncMessage must be a list of bytes (0 to 255)")
-                })?;
+                .ok_or_else(bad)?;
             if sync.len() > MAX_SYNC_MESSAGE {
                 return Err(Refusal::too_large(format!(
                     "syncMessage must be at most {MAX_SYNC_MESSAGE} bytes"
                 )));
             }
             if !sync.iter().all(|b| b.as_u64().is_some_and(|b| b <= 255)) {
-                return Err(Refusal::invalid(
-                    "syncMessage must be a list of bytes (0 to 255)",
-                ));
+                return Err(bad());
             }
-            return Ok((Class::Crdt, without_routing(obj)));
+            return Ok(without_routing(obj));
         }
-        _ => return Err(Refusal::invalid(format!("unknown event {event}"))),
-    };
-    Ok((class, Value::Object(data)))
+        other => return Err(Refusal::invalid(format!("unknown event {}", other.name()))),
+    }
+    Ok(Value::Object(data))
 }
 
 /// Validates one client-dialect event from the sender `me`.
-pub fn parse(event: &str, payload: Option<&Value>, me: &UserId) -> Result<Action, Refusal> {
-    let obj = payload
-        .and_then(Value::as_object)
-        .ok_or_else(|| Refusal::invalid(format!("{event} needs an object payload")))?;
-    match event {
-        "SIGNAL" => {
+pub fn parse(name: &str, payload: Option<Value>, me: &UserId) -> Result<Action, Refusal> {
+    let Some(event) = Event::of(crate::dialect::Dialect::Client, name) else {
+        return Err(Refusal::invalid(format!("unknown event {name}")));
+    };
+    let Some(Value::Object(mut obj)) = payload else {
+        return Err(Refusal::invalid(format!("{name} needs an object payload")));
+    };
+    match event.handling() {
+        Handling::Signal => {
             let to = obj
                 .get("userId")
                 .and_then(Value::as_str)
                 .and_then(|s| UserId::parse(s).ok())
                 .ok_or_else(|| Refusal::invalid("userId must be the target's user id"))?;
             let signal = obj
-                .get("signalData")
-                .filter(|v| v.is_object())
-                .cloned()
+                .remove("signalData")
+                .filter(Value::is_object)
                 .ok_or_else(|| Refusal::invalid("signalData must be an object"))?;
-            if json_len(&signal) > MAX_SIGNAL_BYTES {
+            if !json_fits(&signal, MAX_SIGNAL_BYTES) {
                 return Err(Refusal::too_large(format!(
                     "signalData must be at most {MAX_SIGNAL_BYTES} bytes"
                 )));
             }
             Ok(Action::Signal { to, signal })
         }
-        "USER_UPDATE" => {
+        Handling::UpdateUser => {
             if let Some(claimed) = obj.get("userId").filter(|v| !v.is_null()) {
                 let own = claimed
                     .as_str()
@@ -129,15 +131,18 @@ pub fn parse(event: &str, payload: Option<&Value>, me: &UserId) -> Result<Action
                 instrument: opt_instrument(obj.get("instrument"))?,
             })
         }
-        _ => {
-            let (class, data) = relay_data(event, obj)?;
+        Handling::Relay => {
             let to = parse_targets(obj.get("targetUserIds"), "targetUserIds")?;
+            let data = relay_data(event, obj)?;
             Ok(Action::Relay {
-                class,
-                event: event.to_owned(),
+                class: event.class(),
+                event: event.name().to_owned(),
                 to: Some(to),
                 data,
             })
+        }
+        Handling::Join | Handling::Leave | Handling::PeerMessage => {
+            Err(Refusal::invalid(format!("unknown event {name}")))
         }
     }
 }
@@ -145,6 +150,7 @@ pub fn parse(event: &str, payload: Option<&Value>, me: &UserId) -> Result<Action
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::socket::limits::Class;
     use serde_json::json;
 
     fn me() -> UserId {
@@ -155,7 +161,7 @@ mod tests {
 
     #[test]
     fn notes_are_validated_and_stripped() {
-        let a = parse("KEY_DOWN", Some(&json!({"note": 60, "velocity": 100, "targetUserIds": [T], "extra": 1, "userId": "x"})), &me()).unwrap();
+        let a = parse("KEY_DOWN", Some(json!({"note": 60, "velocity": 100, "targetUserIds": [T], "extra": 1, "userId": "x"})), &me()).unwrap();
         let Action::Relay {
             class,
             event,
@@ -179,17 +185,19 @@ mod tests {
             json!({"note": 60, "velocity": 1, "targetUserIds": vec![T; 51]}),
         ] {
             assert_eq!(
-                parse("KEY_DOWN", Some(&bad), &me()).unwrap_err().status,
+                parse("KEY_DOWN", Some(bad.clone()), &me())
+                    .unwrap_err()
+                    .status(),
                 400,
                 "{bad}"
             );
         }
-        assert!(parse("KEY_DOWN", Some(&json!("x")), &me()).is_err());
+        assert!(parse("KEY_DOWN", Some(json!("x")), &me()).is_err());
         assert!(parse("KEY_DOWN", None, &me()).is_err());
         assert_eq!(
-            parse("EXPLODE", Some(&json!({"targetUserIds": []})), &me())
+            parse("EXPLODE", Some(json!({"targetUserIds": []})), &me())
                 .unwrap_err()
-                .status,
+                .status(),
             400
         );
     }
@@ -198,16 +206,16 @@ mod tests {
     fn signals_crdt_and_updates() {
         let s = parse(
             "SIGNAL",
-            Some(&json!({"userId": T, "signalData": {"type": "candidate", "candidate": {}}})),
+            Some(json!({"userId": T, "signalData": {"type": "candidate", "candidate": {}}})),
             &me(),
         )
         .unwrap();
         assert!(matches!(s, Action::Signal { .. }));
         let big = json!({"userId": T, "signalData": {"sdp": "x".repeat(17 * 1024)}});
-        assert_eq!(parse("SIGNAL", Some(&big), &me()).unwrap_err().status, 413);
+        assert_eq!(parse("SIGNAL", Some(big), &me()).unwrap_err().status(), 413);
         let sync = parse(
             "AUTOMERGE_PROTOCOL",
-            Some(&json!({"syncMessage": [0, 255], "targetUserIds": [T]})),
+            Some(json!({"syncMessage": [0, 255], "targetUserIds": [T]})),
             &me(),
         )
         .unwrap();
@@ -215,27 +223,65 @@ mod tests {
         assert_eq!(
             parse(
                 "AUTOMERGE_PROTOCOL",
-                Some(&json!({"syncMessage": [256], "targetUserIds": []})),
+                Some(json!({"syncMessage": [256], "targetUserIds": []})),
                 &me()
             )
             .unwrap_err()
-            .status,
+            .status(),
             400
         );
         let other = parse(
             "USER_UPDATE",
-            Some(&json!({"userId": T, "displayName": "X"})),
+            Some(json!({"userId": T, "displayName": "X"})),
             &me(),
         )
         .unwrap_err();
-        assert_eq!(other.status, 403);
-        let own = parse("USER_UPDATE", Some(&json!({"userId": me().as_str(), "displayName": "X", "color": "#fff", "instrument": "SYNTH"})), &me()).unwrap();
+        assert_eq!(other.status(), 403);
+        let own = parse("USER_UPDATE", Some(json!({"userId": me().as_str(), "displayName": "X", "color": "#fff", "instrument": "SYNTH"})), &me()).unwrap();
         assert!(matches!(own, Action::UpdateUser { .. }));
         assert_eq!(
-            parse("USER_UPDATE", Some(&json!({"color": "red"})), &me())
+            parse("USER_UPDATE", Some(json!({"color": "red"})), &me())
                 .unwrap_err()
-                .status,
+                .status(),
             400
         );
+    }
+
+    /// The web client of July 2025 sends the metronome's start, stop and tempo over the
+    /// socket when no WebRTC link is up: relayed like a tick, the tempo an integer in range.
+    #[test]
+    fn metronome_start_stop_and_tempo_are_relayed() {
+        for (name, payload, relayed) in [
+            (
+                "METRONOME_START",
+                json!({"targetUserIds": [T], "x": 1}),
+                json!({}),
+            ),
+            ("METRONOME_STOP", json!({"targetUserIds": []}), json!({})),
+            (
+                "SET_BPM",
+                json!({"bpm": 120, "targetUserIds": [T]}),
+                json!({"bpm": 120}),
+            ),
+        ] {
+            let Ok(Action::Relay { class, data, .. }) = parse(name, Some(payload), &me()) else {
+                panic!("{name} refused")
+            };
+            assert_eq!((class, data), (Class::Other, relayed), "{name}");
+        }
+        for bpm in [
+            json!(0),
+            json!(1000),
+            json!(120.5),
+            json!("120"),
+            json!(null),
+        ] {
+            let bad = json!({"bpm": bpm, "targetUserIds": []});
+            assert_eq!(
+                parse("SET_BPM", Some(bad), &me()).unwrap_err().status(),
+                400,
+                "{bpm}"
+            );
+        }
     }
 }

@@ -2,7 +2,12 @@
 //! the socket carries out (relay, signal, profile update, join, leave).
 
 pub mod client;
+mod refusal;
 pub mod service;
+mod table;
+
+pub use refusal::Refusal;
+pub use table::{Event, Handling, known_event};
 
 use p2piano_protocol::{Color, DisplayName, Instrument, RoomCode, UserId};
 use serde_json::Value;
@@ -19,42 +24,15 @@ pub const MAX_LATENCY_BYTES: usize = 1024;
 pub const MAX_SYNC_MESSAGE: usize = 32 * 1024;
 /// Longest metronome tick type.
 pub const MAX_TICK_TYPE: usize = 16;
+/// Slowest metronome tempo a `SET_BPM` may set (beats per minute).
+pub const MIN_BPM: u64 = 1;
+/// Fastest metronome tempo a `SET_BPM` may set: far above any music, low enough that a
+/// client cannot make its peers tick thousands of times a second.
+pub const MAX_BPM: u64 = 999;
 /// Longest service-dialect message type.
 pub const MAX_PEER_TYPE: usize = 32;
 /// Largest service-dialect peer message payload, serialized.
 pub const MAX_PEER_DATA_BYTES: usize = 32 * 1024;
-
-/// Every event name a client may send, in either dialect. Metrics and spans name events
-/// from this list only (anything else is `unknown`), so that a client sending made-up names
-/// cannot create new series.
-pub const KNOWN_EVENTS: [&str; 15] = [
-    // client dialect (namespace `/api`)
-    "KEY_DOWN",
-    "KEY_UP",
-    "SUSTAIN_DOWN",
-    "SUSTAIN_UP",
-    "METRONOME_TICK",
-    "LATENCY_PING",
-    "LATENCY_PONG",
-    "AUTOMERGE_PROTOCOL",
-    "SIGNAL",
-    "USER_UPDATE",
-    // service dialect (namespace `/`)
-    "join-room",
-    "leave-room",
-    "user-update",
-    "webrtc-signal",
-    "peer-message",
-];
-
-/// `name` as one of [`KNOWN_EVENTS`], or `unknown`.
-pub fn known_event(name: &str) -> &'static str {
-    KNOWN_EVENTS
-        .iter()
-        .find(|known| **known == name)
-        .copied()
-        .unwrap_or("unknown")
-}
 
 /// What a valid event asks for.
 #[derive(Clone, Debug, PartialEq)]
@@ -111,58 +89,25 @@ impl Action {
     }
 }
 
-/// Why an event was refused: an HTTP-style status (client dialect) and an error code
-/// (service dialect) with a message for the sender.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    /// 400, 403, 413, 429 or 500.
-    pub status: u16,
-    /// Message for the sender.
-    pub message: String,
-}
-
-impl Refusal {
-    /// 400: wrong types, missing fields, out-of-range numbers, unknown events.
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self {
-            status: 400,
-            message: message.into(),
+/// Whether `v`, serialized, takes at most `max` bytes: counted as it is written, without
+/// building the text, and stopping at the first byte over.
+pub fn json_fits(v: &Value, max: usize) -> bool {
+    struct Counter {
+        left: usize,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.left = self
+                .left
+                .checked_sub(buf.len())
+                .ok_or_else(|| std::io::Error::other("over the limit"))?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
         }
     }
-
-    /// 403: not allowed (another member's profile, a target outside the room).
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self {
-            status: 403,
-            message: message.into(),
-        }
-    }
-
-    /// 413: larger than allowed.
-    pub fn too_large(message: impl Into<String>) -> Self {
-        Self {
-            status: 413,
-            message: message.into(),
-        }
-    }
-
-    /// The service dialect's error code for this status.
-    pub fn code(&self) -> &'static str {
-        match self.status {
-            403 => "forbidden",
-            404 => "not_found",
-            409 => "conflict",
-            413 => "too_large",
-            429 => "rate_limited",
-            503 => "unavailable",
-            _ => "invalid",
-        }
-    }
-}
-
-/// Size of a value once serialized (for payload limits).
-pub fn json_len(v: &Value) -> usize {
-    serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX)
+    serde_json::to_writer(&mut Counter { left: max }, v).is_ok()
 }
 
 /// Parses a list of 0–50 user ids.
@@ -221,15 +166,15 @@ pub fn opt_instrument(v: Option<&Value>) -> Result<Option<Instrument>, Refusal> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialect::CLIENT_RELAY_EVENTS;
+    use serde_json::json;
 
     #[test]
-    fn event_names_are_bounded() {
-        for relayed in CLIENT_RELAY_EVENTS {
-            assert_eq!(known_event(relayed), relayed);
-        }
-        assert_eq!(known_event("join-room"), "join-room");
-        assert_eq!(known_event("EXPLODE"), "unknown");
-        assert_eq!(known_event(&"x".repeat(1000)), "unknown");
+    fn sizes_are_measured_without_the_text() {
+        let v = json!({"sdp": "x".repeat(100)});
+        let len = serde_json::to_vec(&v).unwrap().len();
+        assert!(json_fits(&v, len));
+        assert!(!json_fits(&v, len - 1));
+        assert!(json_fits(&json!(null), 4));
+        assert!(!json_fits(&json!(null), 3));
     }
 }

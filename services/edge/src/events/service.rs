@@ -1,26 +1,29 @@
-//! The service dialect's commands (namespace `/`), validated into actions.
+//! The service dialect's commands (namespace `/`), validated into actions. Payloads are
+//! taken by value, so that a relayed `data` or `signal` is moved, never copied.
 
 use p2piano_protocol::{RoomCode, UserId};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::client::relay_data;
 use super::{
-    Action, MAX_PEER_DATA_BYTES, MAX_PEER_TYPE, MAX_SIGNAL_BYTES, Refusal, json_len, opt_color,
-    opt_display_name, opt_instrument, parse_targets,
+    Action, Event, Handling, MAX_PEER_DATA_BYTES, MAX_PEER_TYPE, MAX_SIGNAL_BYTES, Refusal,
+    json_fits, opt_color, opt_display_name, opt_instrument, parse_targets,
 };
-use crate::dialect::CLIENT_RELAY_EVENTS;
+use crate::dialect::Dialect;
 use crate::socket::limits::Class;
 
 /// Validates one service-dialect command.
-pub fn parse(event: &str, payload: Option<&Value>) -> Result<Action, Refusal> {
-    let empty = serde_json::Map::new();
-    let obj = match payload {
-        Some(Value::Object(o)) => o,
-        None | Some(Value::Null) if event == "leave-room" => &empty,
-        _ => return Err(Refusal::invalid(format!("{event} needs an object payload"))),
+pub fn parse(name: &str, payload: Option<Value>) -> Result<Action, Refusal> {
+    let Some(event) = Event::of(Dialect::Service, name) else {
+        return Err(Refusal::invalid(format!("unknown event {name}")));
     };
-    match event {
-        "join-room" => {
+    let mut obj = match payload {
+        Some(Value::Object(o)) => o,
+        None | Some(Value::Null) if event == Event::LeaveRoom => Map::new(),
+        _ => return Err(Refusal::invalid(format!("{name} needs an object payload"))),
+    };
+    match event.handling() {
+        Handling::Join => {
             let code = obj
                 .get("code")
                 .and_then(Value::as_str)
@@ -32,65 +35,69 @@ pub fn parse(event: &str, payload: Option<&Value>) -> Result<Action, Refusal> {
                 instrument: opt_instrument(obj.get("instrument"))?,
             })
         }
-        "leave-room" => Ok(Action::Leave),
-        "user-update" => Ok(Action::UpdateUser {
+        Handling::Leave => Ok(Action::Leave),
+        Handling::UpdateUser => Ok(Action::UpdateUser {
             display_name: opt_display_name(obj.get("displayName"))?,
             color: opt_color(obj.get("color"))?,
             instrument: opt_instrument(obj.get("instrument"))?,
         }),
-        "webrtc-signal" => {
+        Handling::Signal => {
             let to = obj
                 .get("to")
                 .and_then(Value::as_str)
                 .and_then(|s| UserId::parse(s).ok())
                 .ok_or_else(|| Refusal::invalid("to must be a user id"))?;
             let signal = obj
-                .get("signal")
-                .filter(|v| v.is_object())
-                .cloned()
+                .remove("signal")
+                .filter(Value::is_object)
                 .ok_or_else(|| Refusal::invalid("signal must be an object"))?;
-            if json_len(&signal) > MAX_SIGNAL_BYTES {
+            if !json_fits(&signal, MAX_SIGNAL_BYTES) {
                 return Err(Refusal::too_large(format!(
                     "signal must be at most {MAX_SIGNAL_BYTES} bytes"
                 )));
             }
             Ok(Action::Signal { to, signal })
         }
-        "peer-message" => {
-            let kind = obj
-                .get("type")
-                .and_then(Value::as_str)
-                .filter(|t| !t.is_empty() && t.chars().count() <= MAX_PEER_TYPE)
-                .ok_or_else(|| {
-                    Refusal::invalid(format!(
+        Handling::PeerMessage => {
+            let kind = match obj.remove("type") {
+                Some(Value::String(t)) if !t.is_empty() && t.chars().count() <= MAX_PEER_TYPE => t,
+                _ => {
+                    return Err(Refusal::invalid(format!(
                         "type must be a string of 1 to {MAX_PEER_TYPE} characters"
-                    ))
-                })?;
+                    )));
+                }
+            };
             let to = match obj.get("to") {
                 None | Some(Value::Null) => None,
                 v => Some(parse_targets(v, "to")?),
             };
-            let data = obj.get("data").cloned().unwrap_or(Value::Null);
+            let data = obj.remove("data").unwrap_or(Value::Null);
             // Types the web client knows are held to its rules, since web clients get them.
-            let (class, data) = if CLIENT_RELAY_EVENTS.contains(&kind) {
-                let fields = data.as_object().cloned().unwrap_or_default();
-                relay_data(kind, &fields)?
-            } else {
-                if json_len(&data) > MAX_PEER_DATA_BYTES {
-                    return Err(Refusal::too_large(format!(
-                        "data must be at most {MAX_PEER_DATA_BYTES} bytes"
-                    )));
+            let (class, data) = match Event::client_relay(&kind) {
+                Some(client) => {
+                    let fields = match data {
+                        Value::Object(m) => m,
+                        _ => Map::new(),
+                    };
+                    (client.class(), relay_data(client, fields)?)
                 }
-                (Class::Other, data)
+                None => {
+                    if !json_fits(&data, MAX_PEER_DATA_BYTES) {
+                        return Err(Refusal::too_large(format!(
+                            "data must be at most {MAX_PEER_DATA_BYTES} bytes"
+                        )));
+                    }
+                    (Class::Other, data)
+                }
             };
             Ok(Action::Relay {
                 class,
-                event: kind.to_owned(),
+                event: kind,
                 to,
                 data,
             })
         }
-        _ => Err(Refusal::invalid(format!("unknown event {event}"))),
+        Handling::Relay => Err(Refusal::invalid(format!("unknown event {name}"))),
     }
 }
 
@@ -102,33 +109,36 @@ mod tests {
     #[test]
     fn commands() {
         assert!(matches!(
-            parse("join-room", Some(&json!({"code": "fxa3x"}))),
+            parse("join-room", Some(json!({"code": "fxa3x"}))),
             Ok(Action::Join { .. })
         ));
         assert_eq!(
-            parse("join-room", Some(&json!({"code": "FXA3X"})))
+            parse("join-room", Some(json!({"code": "FXA3X"})))
                 .unwrap_err()
-                .status,
+                .status(),
             400
         );
         assert_eq!(parse("leave-room", None), Ok(Action::Leave));
         let m = parse(
             "peer-message",
-            Some(&json!({"type": "chat", "data": {"text": "hi"}})),
+            Some(json!({"type": "chat", "data": {"text": "hi"}})),
         )
         .unwrap();
         assert!(matches!(m, Action::Relay { to: None, .. }));
         let bad_note = json!({"type": "KEY_DOWN", "data": {"note": 300, "velocity": 1}});
         assert_eq!(
-            parse("peer-message", Some(&bad_note)).unwrap_err().status,
+            parse("peer-message", Some(bad_note)).unwrap_err().status(),
             400
         );
         assert_eq!(
-            parse("peer-message", Some(&json!({"type": "", "data": 1})))
+            parse("peer-message", Some(json!({"type": "", "data": 1})))
                 .unwrap_err()
-                .status,
+                .status(),
             400
         );
-        assert_eq!(parse("teleport", Some(&json!({}))).unwrap_err().status, 400);
+        assert_eq!(
+            parse("teleport", Some(json!({}))).unwrap_err().status(),
+            400
+        );
     }
 }

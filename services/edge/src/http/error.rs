@@ -58,19 +58,34 @@ fn retry_secs(d: Duration) -> u64 {
 }
 
 impl ApiError {
+    /// The error code this error shares with the bus and the socket dialects, if it is one
+    /// of theirs: its HTTP status then comes from [`ErrorCode::http_status`], the one table
+    /// of those numbers.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ApiError::BadRequest(_) => Some(ErrorCode::Invalid),
+            ApiError::Forbidden(_) => Some(ErrorCode::Forbidden),
+            ApiError::NotFound(_) | ApiError::ClientRoomNotFound => Some(ErrorCode::NotFound),
+            ApiError::Conflict(_) => Some(ErrorCode::Conflict),
+            ApiError::TooLarge(_) => Some(ErrorCode::TooLarge),
+            ApiError::RateLimited(_) => Some(ErrorCode::RateLimited),
+            ApiError::Unavailable(_) => Some(ErrorCode::Unavailable),
+            ApiError::BodyTimeout | ApiError::UnsupportedMediaType(_) | ApiError::Internal(_) => {
+                None
+            }
+        }
+    }
+
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
+        if let Some(code) = self.code() {
+            return StatusCode::from_u16(code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        }
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) | ApiError::ClientRoomNotFound => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -294,8 +294,8 @@ impl Conn {
                         self.refuse(&event.name, ack, refusal).await;
                     }
                     Ok((event, ack)) => {
-                        self.on_event(dialect, &event.name, event.args.first(), ack)
-                            .await?
+                        let payload = event.args.into_iter().next();
+                        self.on_event(dialect, &event.name, payload, ack).await?
                     }
                     Err(e) if e.is_fatal() => return Err(Fatal(1002, "malformed event")),
                     Err(e) => {

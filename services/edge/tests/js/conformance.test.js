@@ -67,6 +67,13 @@ test('client dialect: join, notes, signals, updates and leave across two edges',
   b.emit('SIGNAL', { userId: joinA.userId, signalData: { type: 'candidate', candidate: { candidate: 'x' } } });
   assert.deepEqual(await signal, { signalData: { type: 'candidate', candidate: { candidate: 'x' } }, userId: joinB.userId });
 
+  // The metronome controls of the web client of July 2025, relayed like a tick.
+  for (const [name, payload] of [['METRONOME_START', {}], ['SET_BPM', { bpm: 96 }], ['METRONOME_STOP', {}]]) {
+    const got = once(b, name);
+    a.emit(name, { ...payload, targetUserIds: [joinB.userId] });
+    assert.deepEqual(await got, { ...payload, userId: joinA.userId });
+  }
+
   const sync = once(b, 'AUTOMERGE_PROTOCOL');
   a.emit('AUTOMERGE_PROTOCOL', { syncMessage: [1, 2, 255], targetUserIds: [joinB.userId] });
   assert.deepEqual(await sync, { syncMessage: [1, 2, 255], userId: joinA.userId });

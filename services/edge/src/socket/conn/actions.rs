@@ -9,7 +9,7 @@ use bytes::Bytes;
 use p2piano_bus::Headers;
 use p2piano_protocol::relay::{Relay, RelayKind};
 use p2piano_protocol::rpc::UpdateUser;
-use p2piano_protocol::{ErrorBody, ErrorCode, UserId};
+use p2piano_protocol::{ErrorCode, UserId};
 use serde_json::{Value, json};
 use tracing::Instrument as _;
 
@@ -29,7 +29,7 @@ impl Conn {
         &mut self,
         dialect: Dialect,
         name: &str,
-        payload: Option<&Value>,
+        payload: Option<Value>,
         ack: Option<u64>,
     ) -> Result<(), Fatal> {
         let span = tracing::info_span!(
@@ -49,7 +49,7 @@ impl Conn {
         &mut self,
         dialect: Dialect,
         name: &str,
-        payload: Option<&Value>,
+        payload: Option<Value>,
         ack: Option<u64>,
     ) -> Result<(), Fatal> {
         self.edge.metrics.event_in(name);
@@ -64,7 +64,7 @@ impl Conn {
             Ok(a) => a,
             Err(r) => {
                 self.edge.metrics.rejected.inc();
-                outcome(r.code());
+                outcome(r.code_name());
                 self.refuse(name, ack, r).await;
                 return Ok(());
             }
@@ -77,10 +77,10 @@ impl Conn {
             Verdict::Refuse => {
                 self.edge.metrics.rate_limited.inc();
                 outcome("rate_limited");
-                let r = Refusal {
-                    status: 429,
-                    message: "Rate limit exceeded. Please slow down.".into(),
-                };
+                let r = Refusal::new(
+                    ErrorCode::RateLimited,
+                    "Rate limit exceeded. Please slow down.",
+                );
                 self.refuse(name, ack, r).await;
                 return Ok(());
             }
@@ -98,7 +98,7 @@ impl Conn {
                     .await
             }
             Err(r) => {
-                outcome(r.code());
+                outcome(r.code_name());
                 self.refuse(name, ack, r).await
             }
         }
@@ -189,7 +189,12 @@ impl Conn {
                     instrument,
                     color,
                 };
-                let reply = self.edge.rpc.update_user(&req).await.map_err(refusal_of)?;
+                let reply = self
+                    .edge
+                    .rpc
+                    .update_user(&req)
+                    .await
+                    .map_err(Refusal::from)?;
                 Ok(Some(json!({"ok": true, "user": reply.user})))
             }
             Action::Join {
@@ -204,7 +209,7 @@ impl Conn {
                 let (room, reply) = self
                     .join(&code, display_name, instrument, dialect)
                     .await
-                    .map_err(refusal_of)?;
+                    .map_err(Refusal::from)?;
                 self.enter(room, me.clone(), dialect);
                 Ok(Some(
                     json!({"ok": true, "room": reply.room.to_view(), "you": reply.user}),
@@ -283,10 +288,7 @@ impl Conn {
             .bus()
             .publish_with_headers(&subject, headers, body)
             .await
-            .map_err(|_| Refusal {
-                status: 503,
-                message: "relay unavailable, try again".into(),
-            })
+            .map_err(|_| Refusal::new(ErrorCode::Unavailable, "relay unavailable, try again"))
     }
 
     pub(super) async fn ack(&self, ack: Option<u64>, body: Value) {
@@ -304,7 +306,8 @@ impl Conn {
         let dialect = self.dialect.unwrap_or(Dialect::Client);
         match (dialect, ack) {
             (Dialect::Service, Some(id)) => {
-                let body = json!({"ok": false, "error": {"code": r.code(), "message": r.message}});
+                let body =
+                    json!({"ok": false, "error": {"code": r.code_name(), "message": r.message}});
                 self.send(Utf8Bytes::from(sio::encode_ack(
                     dialect.namespace(),
                     id,
@@ -313,7 +316,7 @@ impl Conn {
                 .await;
             }
             _ => {
-                self.send(dialect.error_frame(event, r.status, r.code(), &r.message))
+                self.send(dialect.error_frame(event, r.code, &r.message))
                     .await
             }
         }
@@ -323,20 +326,4 @@ impl Conn {
 /// Records how the current client event ended on its `edge.event` span.
 fn outcome(outcome: &'static str) {
     tracing::Span::current().record("outcome", outcome);
-}
-
-fn refusal_of(e: ErrorBody) -> Refusal {
-    let status = match e.code {
-        ErrorCode::Invalid => 400,
-        ErrorCode::Forbidden => 403,
-        ErrorCode::NotFound => 404,
-        ErrorCode::Full | ErrorCode::Conflict => 409,
-        ErrorCode::TooLarge => 413,
-        ErrorCode::RateLimited => 429,
-        ErrorCode::Unavailable => 503,
-    };
-    Refusal {
-        status,
-        message: e.message,
-    }
 }
