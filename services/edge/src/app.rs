@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::presence_link::EdgeLink;
 use futures::future::BoxFuture;
 use p2piano_bus::{Bus, BusError};
-use p2piano_config::Config;
-use p2piano_presence::EdgeLink;
+use p2piano_config::{
+    Config, DEFAULT_EDGE_ADMIN_ADDR, DEFAULT_NATS_URL, DEVELOPMENT_COOKIE_SECRET, Secret,
+};
 use p2piano_protocol::Subjects;
 use p2piano_telemetry::{AdminState, Metrics, Readiness};
 use tokio::net::TcpListener;
@@ -19,12 +21,6 @@ use crate::gate::Gate;
 use crate::http::{self, CookieSigner, HttpState, IpLimits, SessionAuth};
 use crate::metrics::EdgeMetrics;
 use crate::rpc::Rpc;
-
-/// NATS URL used outside production when `NATS_URL` is not set.
-pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
-/// Cookie secret used outside production when `COOKIE_SECRET` is not set (production
-/// refuses to start without one). Cookies signed with it are only good for development.
-pub const DEVELOPMENT_COOKIE_SECRET: &str = "p2piano-development-cookie-secret-not-for-production";
 
 /// Why the edge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,10 +60,6 @@ pub fn edge_id(config: &Config) -> String {
     format!("{host}-{suffix:08x}")
 }
 
-/// Where the split edge serves its health and `/metrics` when `P2PIANO_ADMIN_ADDR` is unset
-/// (rooms use 9091, presence 9092).
-pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:9093";
-
 /// A built edge: bound, subscribed to its control subject, not yet serving.
 pub struct Application {
     listener: TcpListener,
@@ -83,18 +75,12 @@ pub struct Application {
 
 impl Application {
     /// Connects to NATS and builds the edge, with its admin listener (health and
-    /// `/metrics`) on `P2PIANO_ADMIN_ADDR`, by default [`DEFAULT_ADMIN_ADDR`].
+    /// `/metrics`) on `P2PIANO_ADMIN_ADDR`, by default [`DEFAULT_EDGE_ADMIN_ADDR`].
     pub async fn build(config: &Config) -> Result<Self, AppError> {
         let url = config.nats_url.as_deref().unwrap_or(DEFAULT_NATS_URL);
         // Fix the id once, so that the bus connection and the edge carry the same one.
         let mut config = config.clone();
-        if config.admin_addr.is_none() {
-            config.admin_addr = Some(
-                DEFAULT_ADMIN_ADDR
-                    .parse()
-                    .map_err(|e| AppError::Config(format!("{e}")))?,
-            );
-        }
+        config.admin_addr.get_or_insert(DEFAULT_EDGE_ADMIN_ADDR);
         config.edge_id = Some(edge_id(&config));
         let id = config.edge_id.clone().unwrap_or_default();
         let bus = Bus::connect_nats(url, &format!("p2piano-edge-{id}")).await?;
@@ -106,8 +92,8 @@ impl Application {
     /// default) on the public port.
     pub async fn build_with(config: &Config, bus: Bus) -> Result<Self, AppError> {
         let settings = SocketSettings {
-            connect_timeout: config.connect_timeout(),
-            body_timeout: config.body_timeout(),
+            connect_timeout: config.connect_timeout,
+            body_timeout: config.body_timeout,
             ..SocketSettings::default()
         };
         Self::build_with_settings(config, bus, settings).await
@@ -125,17 +111,18 @@ impl Application {
         let id = edge_id(config);
         Subjects::check_edge_id(&id).map_err(|e| AppError::Config(e.to_string()))?;
         let registry = Metrics::new("p2piano");
+        registry.report_bus(&bus);
         let metrics = EdgeMetrics::new(&registry);
         let rpc = Rpc::new(
             bus.clone(),
             subjects.clone(),
-            config.request_timeout(),
+            config.request_timeout,
             metrics.clone(),
         );
         let secret = config
             .cookie_secret
-            .clone()
-            .unwrap_or_else(|| DEVELOPMENT_COOKIE_SECRET.to_owned());
+            .as_ref()
+            .map_or(DEVELOPMENT_COOKIE_SECRET, Secret::expose);
         let auth = SessionAuth::new(
             rpc.clone(),
             CookieSigner::new(secret.as_bytes()),
@@ -222,8 +209,8 @@ impl Application {
             edge,
             link,
             router,
-            heartbeat: config.heartbeat(),
-            drain_budget: config.drain_timeout(),
+            heartbeat: config.heartbeat,
+            drain_budget: config.drain_timeout,
             limits,
             admin: admin_listener.map(|l| (l, admin_state)),
         })

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::presence_link::EdgeVitals;
 use futures::{Stream, StreamExt};
-use p2piano_presence::edge_link::EdgeVitals;
 use p2piano_protocol::presence::{
     EdgeControl, HeldSocket, RESYNC_PART, Resync, digest_bucket, digest_of,
 };

@@ -23,6 +23,7 @@ pub mod fanout;
 pub mod gate;
 pub mod http;
 pub mod metrics;
+pub mod presence_link;
 pub mod proxy;
 pub mod rpc;
 pub mod security;

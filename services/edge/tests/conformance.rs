@@ -20,15 +20,15 @@ async fn socket_io_client_conformance() {
 /// default grace period, which the suite's timings are about.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_io_client_page_lifecycle() {
-    let grace_ms = p2piano_config::Config::default().leave_grace_ms;
+    let grace = p2piano_config::Config::default().leave_grace;
     let cluster = Cluster::start_configured(Mode::Nats, Default::default(), |c| {
-        c.leave_grace_ms = grace_ms;
+        c.leave_grace = grace;
     })
     .await;
     run_node_suite(
         &cluster,
         "lifecycle.test.js",
-        &[("GRACE_MS", grace_ms.to_string())],
+        &[("GRACE_MS", grace.as_millis().to_string())],
     )
     .await;
 }

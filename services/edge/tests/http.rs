@@ -166,6 +166,11 @@ async fn health_and_metrics(c: Cluster) {
         let r = call(admin, "GET", "/metrics", &[], "").await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert!(r.body.contains("p2piano_edge_connections"), "{}", r.body);
+        assert!(
+            r.body.contains("p2piano_bus_dropped_messages_total 0"),
+            "the bus's drops are exported: {}",
+            r.body
+        );
         let r = call(admin, "GET", "/health/ready", &[], "").await;
         assert_eq!(r.status, 200, "{}", r.body);
     }

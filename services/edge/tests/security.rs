@@ -209,7 +209,7 @@ async fn injection_into_another_room_reaches_nobody(mode: Mode) {
 
 async fn expired_and_forged_sessions_are_refused() {
     let c = Cluster::start_configured(Mode::InProcess, SocketSettings::default(), |config| {
-        config.session_ttl_secs = 1;
+        config.session_ttl = Duration::from_secs(1);
     })
     .await;
     let port = c.edge(0);

@@ -63,7 +63,10 @@ both_modes_long_grace!(
 
 /// A cluster whose grace period (60 s) outlasts every wait of a test ([`support::WAIT`]).
 async fn long_grace(mode: Mode) -> Cluster {
-    Cluster::start_configured(mode, Default::default(), |c| c.leave_grace_ms = 60_000).await
+    Cluster::start_configured(mode, Default::default(), |c| {
+        c.leave_grace = std::time::Duration::from_secs(60);
+    })
+    .await
 }
 
 /// Closes sockets of the edge whose admin port is `port` with `close` and waits until the

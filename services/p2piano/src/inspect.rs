@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use p2piano_bus::{Bus, Headers};
+use p2piano_config::DEFAULT_NATS_URL;
 
 use crate::Command;
-
-const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 /// Runs an inspection command.
 pub async fn run(command: Command) -> ExitCode {

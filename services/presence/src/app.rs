@@ -1,13 +1,12 @@
 //! Start-up and shutdown of `p2piano presence`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use p2piano_bus::{Bus, BusError};
-use p2piano_config::Config;
+use p2piano_config::{Config, DEFAULT_NATS_URL, DEFAULT_PRESENCE_ADMIN_ADDR};
 use p2piano_protocol::{Clock, Subjects};
 use p2piano_telemetry::{AdminState, Metrics, Readiness};
 use tokio::net::TcpListener;
@@ -17,11 +16,6 @@ use crate::kv::{BucketConfig, KvBucket, KvError, MemoryBucket, open_jetstream};
 use crate::metrics::PresenceMetrics;
 use crate::presence::{Buckets, Presence, Settings};
 use crate::service::PresenceService;
-
-/// Admin address of presence when `P2PIANO_ADMIN_ADDR` is not set.
-pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:9092";
-/// NATS URL used outside production when `NATS_URL` is not set.
-pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 /// Why presence could not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +47,7 @@ pub fn bucket_configs(config: &Config) -> [BucketConfig; 3] {
     [
         bucket(
             "sessions",
-            Some(config.session_ttl()),
+            Some(config.session_ttl),
             "p2piano sessions by hashed secret; expire when idle",
         ),
         bucket(
@@ -71,7 +65,7 @@ pub async fn jetstream_buckets(bus: &Bus, config: &Config) -> Result<Buckets, Ap
         .nats_client()
         .ok_or_else(|| AppError::Config("JetStream buckets need a NATS bus".to_owned()))?;
     let [s, c, e] = bucket_configs(config);
-    let timeout = config.request_timeout();
+    let timeout = config.request_timeout;
     Ok(Buckets {
         sessions: open_jetstream(client.clone(), s, timeout).await?,
         connections: open_jetstream(client.clone(), c, timeout).await?,
@@ -130,11 +124,12 @@ impl Application {
         let subjects =
             Subjects::new(&config.subject_prefix).map_err(|e| AppError::Config(e.to_string()))?;
         let metrics = Metrics::new("p2piano");
+        metrics.report_bus(&bus);
         let settings = Settings {
-            grace: config.leave_grace(),
-            session_ttl: config.session_ttl(),
-            edge_timeout: config.edge_timeout(),
-            request_timeout: config.request_timeout(),
+            grace: config.leave_grace,
+            session_ttl: config.session_ttl,
+            edge_timeout: config.edge_timeout,
+            request_timeout: config.request_timeout,
             local_edge,
         };
         let presence = Presence::new(
@@ -145,12 +140,7 @@ impl Application {
             settings,
             PresenceMetrics::new(&metrics),
         );
-        let addr: SocketAddr = match config.admin_addr {
-            Some(a) => a,
-            None => DEFAULT_ADMIN_ADDR
-                .parse()
-                .map_err(|e| AppError::Config(format!("{e}")))?,
-        };
+        let addr = config.admin_addr.unwrap_or(DEFAULT_PRESENCE_ADMIN_ADDR);
         let admin = TcpListener::bind(addr).await?;
         let draining = Arc::new(AtomicBool::new(false));
         let readiness = Arc::new(PresenceReadiness {
@@ -163,8 +153,8 @@ impl Application {
             presence.clone(),
             &bus,
             &subjects,
-            config.heartbeat(),
-            config.drain_timeout(),
+            config.heartbeat,
+            config.drain_timeout,
         )
         .await?;
         tracing::info!(admin = %admin.local_addr()?, "presence service ready");

@@ -8,12 +8,13 @@
 //!
 //! - [`sessions`], [`connections`], [`liveness`]: the rules;
 //! - [`service`]: the bus side; [`app`]: start-up and shutdown;
-//! - [`edge_link`]: the edge's side of the contract (heartbeats, control);
 //! - [`kv`]: the KV abstraction and its two implementations.
+//!
+//! The edge's side of the contract (heartbeats, control) lives with the edge, in
+//! `p2piano_edge::presence_link`.
 
 pub mod app;
 pub mod connections;
-pub mod edge_link;
 pub mod index;
 pub mod judge;
 pub mod kv;
@@ -27,5 +28,4 @@ pub mod service;
 pub mod sessions;
 
 pub use app::{AppError, Application};
-pub use edge_link::EdgeLink;
 pub use presence::{Buckets, Presence, Settings};

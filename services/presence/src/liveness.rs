@@ -101,14 +101,10 @@ impl Presence {
             since: self.now(),
             generation,
         };
-        let written = match expected {
-            None => self.buckets.edges.create(edge_id, encode(&record)).await,
-            Some(rev) => {
-                self.buckets
-                    .edges
-                    .update(edge_id, encode(&record), rev)
-                    .await
-            }
+        let written = match (encode(&record), expected) {
+            (Err(e), _) => Err(e),
+            (Ok(value), None) => self.buckets.edges.create(edge_id, value).await,
+            (Ok(value), Some(rev)) => self.buckets.edges.update(edge_id, value, rev).await,
         };
         match written {
             Ok(_) => {

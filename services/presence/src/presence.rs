@@ -218,14 +218,10 @@ impl Presence {
         record: &ConnRecord,
         expected: Option<u64>,
     ) -> Result<u64, KvError> {
+        let value = encode(record)?;
         let revision = match expected {
-            None => self.buckets.connections.create(key, encode(record)).await?,
-            Some(rev) => {
-                self.buckets
-                    .connections
-                    .update(key, encode(record), rev)
-                    .await?
-            }
+            None => self.buckets.connections.create(key, value).await?,
+            Some(rev) => self.buckets.connections.update(key, value, rev).await?,
         };
         self.index.wrote_conn(key, Some(record.clone()), revision);
         Ok(revision)

@@ -8,6 +8,8 @@ use bytes::Bytes;
 use p2piano_protocol::budget::BudgetSnapshot;
 use p2piano_protocol::{RoomCode, Timestamp, UserId};
 use serde::de::DeserializeOwned;
+
+use crate::kv::KvError;
 use serde::{Deserialize, Serialize};
 
 /// A session: the public id it maps to, and when it was made and last used.
@@ -88,10 +90,13 @@ pub struct EdgeRecord {
     pub generation: u64,
 }
 
-/// Encodes a record for the KV.
-pub fn encode<T: Serialize>(value: &T) -> Bytes {
-    // Our records have string keys and no floats: serialization cannot fail.
-    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+/// Encodes a record for the KV. Our records have string keys and no floats, so this does
+/// not fail; if it ever did, the write is refused as invalid rather than storing an empty
+/// value that every later read would take for a missing record.
+pub fn encode<T: Serialize>(value: &T) -> Result<Bytes, KvError> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| KvError::Invalid(format!("record not encodable: {e}")))
 }
 
 /// Decodes a record read from the KV; `None` (logged) for a value this version cannot read,
@@ -122,10 +127,10 @@ mod tests {
                 until: Timestamp::from_millis(5),
             },
         };
-        let v: serde_json::Value = serde_json::from_slice(&encode(&r)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&encode(&r).unwrap()).unwrap();
         assert_eq!(v["state"], "grace");
         assert_eq!(v["until"], "1970-01-01T00:00:00.005Z");
-        assert_eq!(decode::<ConnRecord>("k", &encode(&r)), Some(r));
+        assert_eq!(decode::<ConnRecord>("k", &encode(&r).unwrap()), Some(r));
         assert_eq!(decode::<ConnRecord>("k", b"{}"), None);
     }
 }

@@ -26,12 +26,13 @@ impl Presence {
             user_agent: req.user_agent.map(|s| s.chars().take(256).collect()),
             budget: None,
         };
+        let value = encode(&record)?;
         loop {
             let id = SessionId::random();
             match self
                 .buckets
                 .sessions
-                .create(&id.storage_key(), encode(&record))
+                .create(&id.storage_key(), value.clone())
                 .await
             {
                 Ok(_) => {
@@ -85,12 +86,16 @@ impl Presence {
                 return;
             }
             record.budget = Some(budget.clone());
-            match self
-                .buckets
-                .sessions
-                .update(&key, encode(&record), entry.revision)
-                .await
-            {
+            let written = match encode(&record) {
+                Ok(value) => {
+                    self.buckets
+                        .sessions
+                        .update(&key, value, entry.revision)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match written {
                 Ok(_) => {
                     self.metrics.budgets_kept.inc();
                     return;
@@ -118,12 +123,16 @@ impl Presence {
         let age = now.millis() - record.last_seen.millis();
         if age >= self.settings.refresh_every().as_millis() as i64 {
             record.last_seen = now;
-            match self
-                .buckets
-                .sessions
-                .update(&key, encode(&record), entry.revision)
-                .await
-            {
+            let written = match encode(&record) {
+                Ok(value) => {
+                    self.buckets
+                        .sessions
+                        .update(&key, value, entry.revision)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match written {
                 // Someone else refreshed it just now: as good.
                 Ok(_) | Err(KvError::WrongRevision) => {}
                 Err(e) => tracing::warn!(error = %e, "session refresh failed"),

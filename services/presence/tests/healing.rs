@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use p2piano_presence::edge_link::EdgeVitals;
+use p2piano_edge::presence_link::EdgeVitals;
 use p2piano_protocol::presence::{
     EdgeControl, HeldSocket, ResyncReply, SessionCreated, digest_bucket, digest_of,
 };
@@ -88,7 +88,9 @@ async fn next_resync(
 }
 
 /// Heartbeats of `link` every 100 ms, empty vitals, until killed.
-fn beating(link: &p2piano_presence::EdgeLink) -> p2piano_presence::edge_link::Heartbeats {
+fn beating(
+    link: &p2piano_edge::presence_link::EdgeLink,
+) -> p2piano_edge::presence_link::Heartbeats {
     link.spawn_heartbeats(
         Duration::from_millis(100),
         Default::default(),

@@ -93,6 +93,13 @@ async fn two_replicas_leave_exactly_once(mode: Mode) {
         .metric(&h.presence_admin, "p2piano_presence_leaves_total")
         .await;
     assert_eq!(announced, 4.0);
+    for admin in h.presence_admin.iter().chain([&h.rooms_admin]) {
+        let (_, body) = support::http_get(*admin, "/metrics").await;
+        assert!(
+            body.contains("p2piano_bus_dropped_messages_total 0"),
+            "every service exports the bus's drops: {body}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

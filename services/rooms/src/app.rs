@@ -1,13 +1,12 @@
 //! Start-up and shutdown of `p2piano rooms`: connect the bus and the store, subscribe, serve
 //! the admin HTTP surface, and stop cleanly on the shutdown token.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::future::BoxFuture;
 use p2piano_bus::{Bus, BusError};
-use p2piano_config::Config;
+use p2piano_config::{Config, DEFAULT_MONGO_URI, DEFAULT_NATS_URL, DEFAULT_ROOMS_ADMIN_ADDR};
 use p2piano_protocol::Subjects;
 use p2piano_telemetry::{AdminState, Metrics, Readiness};
 use tokio::net::TcpListener;
@@ -18,13 +17,6 @@ use crate::rooms::Rooms;
 use crate::service::RoomsService;
 use crate::store::{MemoryStore, MongoSettings, MongoStore, RoomStore, StoreError};
 use p2piano_protocol::Clock;
-
-/// Admin address of the rooms service when `P2PIANO_ADMIN_ADDR` is not set.
-pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:9091";
-/// NATS URL used outside production when `NATS_URL` is not set.
-pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
-/// MongoDB URI used outside production when `MONGO_URI` is not set.
-pub const DEFAULT_MONGO_URI: &str = "mongodb://127.0.0.1:27017";
 
 /// Why the rooms service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +47,7 @@ pub async fn connect_mongo(config: &Config) -> Result<MongoStore, AppError> {
         database: config.mongo_database(),
         username: config.mongo_username.clone(),
         password: config.mongo_password.clone(),
-        timeout: config.mongo_timeout(),
+        timeout: config.mongo_timeout,
     })
     .await?)
 }
@@ -73,7 +65,7 @@ impl Application {
     pub async fn build(config: &Config) -> Result<Self, AppError> {
         let nats_url = config.nats_url.as_deref().unwrap_or(DEFAULT_NATS_URL);
         let bus = Bus::connect_nats(nats_url, "p2piano-rooms").await?;
-        let store: Arc<dyn RoomStore> = if config.room_store == "memory" {
+        let store: Arc<dyn RoomStore> = if config.room_store == p2piano_config::RoomStore::Memory {
             tracing::warn!(
                 "rooms are kept in memory (P2PIANO_ROOM_STORE=memory): lost on restart, not shared between replicas"
             );
@@ -94,15 +86,11 @@ impl Application {
         let subjects =
             Subjects::new(&config.subject_prefix).map_err(|e| AppError::Config(e.to_string()))?;
         let metrics = Metrics::new("p2piano");
+        metrics.report_bus(&bus);
         let rooms_metrics = RoomsMetrics::new(&metrics);
         store.report_to(&rooms_metrics);
-        let rooms = Rooms::new(store.clone(), clock, config.room_idle());
-        let addr: SocketAddr = match config.admin_addr {
-            Some(a) => a,
-            None => DEFAULT_ADMIN_ADDR
-                .parse()
-                .map_err(|e| AppError::Config(format!("{e}")))?,
-        };
+        let rooms = Rooms::new(store.clone(), clock, config.room_idle);
+        let addr = config.admin_addr.unwrap_or(DEFAULT_ROOMS_ADMIN_ADDR);
         let admin = TcpListener::bind(addr).await?;
         let draining = Arc::new(AtomicBool::new(false));
         let readiness = Arc::new(RoomsReadiness {
@@ -115,8 +103,8 @@ impl Application {
             subjects,
             rooms,
             rooms_metrics,
-            config.drain_timeout(),
-            config.room_idle(),
+            config.drain_timeout,
+            config.room_idle,
         )
         .await?;
         tracing::info!(admin = %admin.local_addr()?, "rooms service ready");

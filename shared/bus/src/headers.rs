@@ -99,19 +99,6 @@ impl Headers {
     }
 }
 
-/// Bus headers carry trace context directly: `p2piano_telemetry::inject_context(&mut headers)`
-/// before publishing, `p2piano_telemetry::set_parent_from(&span, &msg.headers)` on receipt,
-/// with no intermediate map per message.
-impl p2piano_telemetry::HeaderCarrier for Headers {
-    fn set(&mut self, key: &str, value: String) {
-        self.insert(key, value);
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        Headers::get(self, key)
-    }
-}
-
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
     /// Builds headers from pairs, so `Headers::from_iter([("traceparent", tp)])` is one line.
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
@@ -159,15 +146,6 @@ mod tests {
             let err = Headers::from_iter([bad]).validate().unwrap_err();
             assert_eq!(err.kind(), BusErrorKind::Other, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn headers_are_a_trace_context_carrier() {
-        use p2piano_telemetry::HeaderCarrier;
-        let mut h = Headers::new();
-        HeaderCarrier::set(&mut h, "traceparent", "00-ab-cd-01".to_owned());
-        assert_eq!(HeaderCarrier::get(&h, "traceparent"), Some("00-ab-cd-01"));
-        assert_eq!(HeaderCarrier::get(&h, "tracestate"), None);
     }
 
     #[test]

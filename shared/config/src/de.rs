@@ -6,11 +6,19 @@ use std::net::SocketAddr;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
+use crate::Secret;
+
 /// An optional string where an empty (or blank) value means `None`, so that `MONGO_URI=`
 /// unsets the value rather than configuring an empty URI.
 pub(crate) fn optional_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let value = Option::<String>::deserialize(d)?;
     Ok(value.filter(|text| !text.trim().is_empty()))
+}
+
+/// An optional secret, with [`optional_text`]'s rule that blank means `None` (so that
+/// `COOKIE_SECRET=` counts as missing, which production refuses).
+pub(crate) fn optional_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    Ok(optional_text(d)?.map(Secret::from))
 }
 
 /// An optional socket address written as text (`0.0.0.0:9091`); empty means `None`.

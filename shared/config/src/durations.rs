@@ -1,76 +1,82 @@
-//! `Duration` views of the numeric settings, so that callers never mix up units.
+//! Serde helpers that keep durations as [`Duration`] in [`crate::Config`] while the
+//! environment and the TOML file keep giving whole numbers, with the unit in the key's name
+//! (`leave_grace_ms = 600`, `room_idle_secs = 60`).
+//!
+//! Serializing writes the number back in the same unit, because figment's defaults layer
+//! is [`crate::Config::default`] serialized. A sub-unit remainder (a `Duration` of 1.5 s in
+//! a `_secs` field) is dropped when serialized, as the key cannot express it.
 
-use std::time::Duration;
+/// For fields whose key ends in `_ms`: whole milliseconds.
+pub(crate) mod millis {
+    use std::time::Duration;
 
-use crate::Config;
+    use serde::{Deserialize, Deserializer, Serializer};
 
-impl Config {
-    /// Bound on each bus request (`P2PIANO_REQUEST_TIMEOUT_MS`).
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
+    /// Writes whole milliseconds (saturating at `u64::MAX`).
+    pub(crate) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(value.as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// Server selection and per-operation bound for MongoDB (`P2PIANO_MONGO_TIMEOUT_MS`).
-    pub fn mongo_timeout(&self) -> Duration {
-        Duration::from_millis(self.mongo_timeout_ms)
+    /// Reads a non-negative whole number of milliseconds.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// For fields whose key ends in `_secs`: whole seconds.
+pub(crate) mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes whole seconds.
+    pub(crate) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(value.as_secs())
     }
 
-    /// How long an empty room is kept (`P2PIANO_ROOM_IDLE_SECS`).
-    pub fn room_idle(&self) -> Duration {
-        Duration::from_secs(self.room_idle_secs)
-    }
-
-    /// Idle expiry of a session (`P2PIANO_SESSION_TTL_SECS`).
-    pub fn session_ttl(&self) -> Duration {
-        Duration::from_secs(self.session_ttl_secs)
-    }
-
-    /// Grace before a dropped connection's member is announced as left
-    /// (`P2PIANO_LEAVE_GRACE_MS`).
-    pub fn leave_grace(&self) -> Duration {
-        Duration::from_millis(self.leave_grace_ms)
-    }
-
-    /// Interval of edge heartbeats (`P2PIANO_HEARTBEAT_MS`).
-    pub fn heartbeat(&self) -> Duration {
-        Duration::from_millis(self.heartbeat_ms)
-    }
-
-    /// Silence after which an edge is considered dead (`P2PIANO_EDGE_TIMEOUT_MS`).
-    pub fn edge_timeout(&self) -> Duration {
-        Duration::from_millis(self.edge_timeout_ms)
-    }
-
-    /// How long a request body may take (`P2PIANO_BODY_TIMEOUT_MS`).
-    pub fn body_timeout(&self) -> Duration {
-        Duration::from_millis(self.body_timeout_ms)
-    }
-
-    /// How soon a socket must connect to a namespace (`P2PIANO_CONNECT_TIMEOUT_MS`).
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms)
-    }
-
-    /// Budget for a graceful stop (`P2PIANO_DRAIN_TIMEOUT_MS`).
-    pub fn drain_timeout(&self) -> Duration {
-        Duration::from_millis(self.drain_timeout_ms)
+    /// Reads a non-negative whole number of seconds.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
+
+    use figment::Figment;
+    use figment::providers::Serialized;
+
+    use crate::Config;
 
     #[test]
     fn defaults_as_durations() {
         let config = Config::default();
-        assert_eq!(config.request_timeout(), Duration::from_secs(5));
-        assert_eq!(config.mongo_timeout(), Duration::from_secs(2));
-        assert_eq!(config.room_idle(), Duration::from_secs(5400));
-        assert_eq!(config.session_ttl(), Duration::from_secs(86400));
-        assert_eq!(config.leave_grace(), Duration::from_secs(5));
-        assert_eq!(config.heartbeat(), Duration::from_secs(1));
-        assert_eq!(config.edge_timeout(), Duration::from_secs(3));
-        assert_eq!(config.drain_timeout(), Duration::from_secs(20));
+        assert_eq!(config.request_timeout, Duration::from_secs(5));
+        assert_eq!(config.mongo_timeout, Duration::from_secs(2));
+        assert_eq!(config.room_idle, Duration::from_secs(5400));
+        assert_eq!(config.session_ttl, Duration::from_secs(86400));
+        assert_eq!(config.body_timeout, Duration::from_secs(10));
+        assert_eq!(config.connect_timeout, Duration::from_secs(10));
+        assert_eq!(config.leave_grace, Duration::from_secs(5));
+        assert_eq!(config.heartbeat, Duration::from_secs(1));
+        assert_eq!(config.edge_timeout, Duration::from_secs(3));
+        assert_eq!(config.drain_timeout, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn serialized_in_the_unit_of_the_key() {
+        let figment = Figment::from(Serialized::defaults(Config::default()));
+        assert_eq!(
+            figment.extract_inner::<u64>("leave_grace_ms").ok(),
+            Some(5000)
+        );
+        assert_eq!(
+            figment.extract_inner::<u64>("room_idle_secs").ok(),
+            Some(5400)
+        );
+        let back: Config = figment.extract().expect("defaults round-trip");
+        assert_eq!(back.leave_grace, Duration::from_secs(5));
+        assert_eq!(back.room_idle, Duration::from_secs(5400));
     }
 }

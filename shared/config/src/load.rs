@@ -6,7 +6,7 @@ use figment::providers::Serialized;
 use crate::defaults::{Defaults, LOG_FORMAT_KEY};
 use crate::env::EnvLayer;
 use crate::file::{config_path, merge_file};
-use crate::{Config, ConfigError, LogFormat};
+use crate::{Config, ConfigError, LogFormat, NodeEnv};
 
 impl Config {
     /// Loads the configuration of this process: defaults, then the `P2PIANO_CONFIG` TOML
@@ -35,7 +35,7 @@ impl Config {
             .find_value("node_env")
             .ok()
             .and_then(|value| value.into_string())
-            .is_some_and(|node_env| crate::config::is_production_env(&node_env));
+            .is_some_and(|node_env| NodeEnv::from(node_env.as_str()).is_production());
         let format = if production {
             LogFormat::Json
         } else {

@@ -7,7 +7,7 @@ use crate::vars::{
     KV_REPLICAS, MONGO_DB, MONGO_TIMEOUT_MS, MONGO_URI, NATS_URL, REQUEST_TIMEOUT_MS,
     ROOM_IDLE_SECS, ROOM_STORE, SESSION_TTL_SECS, SUBJECT_PREFIX,
 };
-use crate::{Config, ConfigError, Role};
+use crate::{Config, ConfigError, Role, RoomStore, Secret};
 
 /// Shortest cookie secret accepted in production.
 const MIN_COOKIE_SECRET_LEN: usize = 32;
@@ -18,11 +18,12 @@ impl Config {
     ///
     /// In production (`NODE_ENV=production`): a missing or short (< 32 characters)
     /// `COOKIE_SECRET` (roles Edge and All), a missing `MONGO_URI` (role Rooms, and role All
-    /// when `NATS_URL` is set, i.e. split-like mode) and a missing `NATS_URL` (roles Edge,
-    /// Rooms and Presence) are errors. In every environment: the subject prefix syntax,
-    /// zero timeouts, a heartbeat not shorter than the edge timeout, malformed CORS
-    /// origins, a `MONGO_URI` without a MongoDB scheme, and an edge id or database name
-    /// that cannot be used.
+    /// when `NATS_URL` is set, i.e. split-like mode), a missing `NATS_URL` (roles Edge,
+    /// Rooms and Presence) and `P2PIANO_ROOM_STORE=memory` (role Rooms) are errors. In
+    /// every environment: the subject prefix syntax, zero timeouts, a heartbeat not shorter
+    /// than the edge timeout, malformed CORS origins, a `MONGO_URI` without a MongoDB
+    /// scheme, and an edge id or database name that cannot be used. (An unknown room store
+    /// never gets here: loading refuses it.)
     pub fn validate(&self, role: Role) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         if self.is_production() {
@@ -38,7 +39,7 @@ impl Config {
 
     fn check_production(&self, role: Role, problems: &mut Vec<Problem>) {
         if matches!(role, Role::Edge | Role::All) {
-            match self.cookie_secret.as_deref() {
+            match self.cookie_secret.as_ref().map(Secret::expose) {
                 None => problems.push(Problem::new(
                     COOKIE_SECRET,
                     "is required in production (it signs the session cookie)",
@@ -55,14 +56,14 @@ impl Config {
                 Some(_) => {}
             }
         }
-        if role == Role::Rooms && self.room_store == "memory" {
+        if role == Role::Rooms && self.room_store == RoomStore::Memory {
             problems.push(Problem::new(
                 ROOM_STORE,
                 "must not be memory in production (rooms would be lost on restart and not shared between replicas)",
             ));
         }
         let needs_mongo = match role {
-            Role::Rooms => self.room_store != "memory",
+            Role::Rooms => self.room_store == RoomStore::Mongo,
             Role::All => self.nats_url.is_some(),
             Role::Edge | Role::Presence => false,
         };
@@ -95,15 +96,15 @@ impl Config {
             ));
         }
         for (variable, value) in [
-            (REQUEST_TIMEOUT_MS, self.request_timeout_ms),
-            (MONGO_TIMEOUT_MS, self.mongo_timeout_ms),
-            (ROOM_IDLE_SECS, self.room_idle_secs),
-            (SESSION_TTL_SECS, self.session_ttl_secs),
-            (HEARTBEAT_MS, self.heartbeat_ms),
-            (EDGE_TIMEOUT_MS, self.edge_timeout_ms),
-            (DRAIN_TIMEOUT_MS, self.drain_timeout_ms),
+            (REQUEST_TIMEOUT_MS, self.request_timeout),
+            (MONGO_TIMEOUT_MS, self.mongo_timeout),
+            (ROOM_IDLE_SECS, self.room_idle),
+            (SESSION_TTL_SECS, self.session_ttl),
+            (HEARTBEAT_MS, self.heartbeat),
+            (EDGE_TIMEOUT_MS, self.edge_timeout),
+            (DRAIN_TIMEOUT_MS, self.drain_timeout),
         ] {
-            if value == 0 {
+            if value.is_zero() {
                 problems.push(Problem::new(variable, "must be greater than 0"));
             }
         }
@@ -113,12 +114,13 @@ impl Config {
                 "must be between 1 and 5 (JetStream's limit)",
             ));
         }
-        if self.heartbeat_ms >= self.edge_timeout_ms {
+        if self.heartbeat >= self.edge_timeout {
             problems.push(Problem::new(
                 HEARTBEAT_MS,
                 format!(
                     "must be less than {EDGE_TIMEOUT_MS} ({} >= {}), or live edges would be declared dead",
-                    self.heartbeat_ms, self.edge_timeout_ms
+                    self.heartbeat.as_millis(),
+                    self.edge_timeout.as_millis()
                 ),
             ));
         }
@@ -133,15 +135,6 @@ impl Config {
             problems.push(Problem::new(
                 MONGO_URI,
                 "must start with mongodb:// or mongodb+srv://",
-            ));
-        }
-        if !matches!(self.room_store.as_str(), "mongo" | "memory") {
-            problems.push(Problem::new(
-                ROOM_STORE,
-                format!(
-                    "{:?} is not a room store (mongo or memory)",
-                    self.room_store
-                ),
             ));
         }
         if let Some(db) = &self.mongo_db

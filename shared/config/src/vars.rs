@@ -145,6 +145,25 @@ mod tests {
         }
     }
 
+    /// The README promises that a TOML key is its variable's name in lower case without
+    /// `P2PIANO_`, except for the two listed there; keep the table to that promise.
+    #[test]
+    fn keys_follow_the_readme_rule() {
+        for var in VARS {
+            let rule = var
+                .env
+                .strip_prefix(ENV_PREFIX)
+                .unwrap_or(var.env)
+                .to_ascii_lowercase();
+            let expected = match var.env {
+                "P2PIANO_LOG" => "log_level",
+                "OTEL_SERVICE_NAME" => "service_name",
+                _ => &rule,
+            };
+            assert_eq!(var.key, expected, "{}", var.env);
+        }
+    }
+
     #[test]
     fn lookups() {
         assert_eq!(by_env("p2piano_log").map(|v| v.key), Some("log_level"));

@@ -1,9 +1,10 @@
 //! Loading: defaults, the TOML file, the environment, and errors naming the variable.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use figment::Jail;
-use p2piano_config::{Config, ConfigError, LogFormat};
+use p2piano_config::{Config, ConfigError, LogFormat, NodeEnv, RoomStore, Secret};
 
 /// Runs `test` in a figment jail (its own environment and working directory).
 #[allow(clippy::result_large_err)] // Jail's closure must return figment's large error type.
@@ -28,24 +29,24 @@ fn defaults() {
     in_jail(|jail| {
         jail.clear_env();
         let config = expect_load(jail);
-        assert_eq!(config.node_env, "development");
+        assert_eq!(config.node_env, NodeEnv::Development);
         assert!(!config.is_production());
         assert_eq!(config.port, 3001);
         assert_eq!(config.cors_origin, vec!["http://localhost:5173"]);
-        assert_eq!(config.cookie_secret, None);
+        assert!(config.cookie_secret.is_none());
         assert!(config.cookie_secure);
         assert_eq!(config.mongo_uri, None);
-        assert_eq!(config.mongo_timeout_ms, 2000);
+        assert_eq!(config.mongo_timeout, Duration::from_millis(2000));
         assert_eq!(config.nats_url, None);
         assert_eq!(config.subject_prefix, "p2piano");
         assert_eq!(config.admin_addr, None);
-        assert_eq!(config.request_timeout_ms, 5000);
-        assert_eq!(config.room_idle_secs, 5400);
-        assert_eq!(config.session_ttl_secs, 86400);
-        assert_eq!(config.leave_grace_ms, 5000);
-        assert_eq!(config.heartbeat_ms, 1000);
-        assert_eq!(config.edge_timeout_ms, 3000);
-        assert_eq!(config.drain_timeout_ms, 20000);
+        assert_eq!(config.request_timeout, Duration::from_millis(5000));
+        assert_eq!(config.room_idle, Duration::from_secs(5400));
+        assert_eq!(config.session_ttl, Duration::from_secs(86400));
+        assert_eq!(config.leave_grace, Duration::from_millis(5000));
+        assert_eq!(config.heartbeat, Duration::from_millis(1000));
+        assert_eq!(config.edge_timeout, Duration::from_millis(3000));
+        assert_eq!(config.drain_timeout, Duration::from_millis(20000));
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.log_level, "info");
         assert_eq!(config.otel_exporter_otlp_endpoint, None);
@@ -85,10 +86,13 @@ fn environment_overrides_defaults() {
         assert_eq!(config.port, 4000);
         // Digits and booleans stay text where text is expected.
         assert_eq!(
-            config.cookie_secret.as_deref(),
+            config.cookie_secret.as_ref().map(Secret::expose),
             Some("12345678901234567890123456789012")
         );
-        assert_eq!(config.mongo_password.as_deref(), Some("true"));
+        assert_eq!(
+            config.mongo_password.as_ref().map(Secret::expose),
+            Some("true")
+        );
         assert_eq!(config.mongo_uri.as_deref(), Some("mongodb://h:1/rooms"));
         assert_eq!(config.mongo_username.as_deref(), Some("user"));
         assert_eq!(config.nats_url.as_deref(), Some("nats://127.0.0.1:4222"));
@@ -100,20 +104,20 @@ fn environment_overrides_defaults() {
         assert!(!config.cookie_secure);
         assert_eq!(config.mongo_db.as_deref(), Some("other"));
         assert_eq!(config.mongo_database(), "other");
-        assert_eq!(config.mongo_timeout_ms, 250);
+        assert_eq!(config.mongo_timeout, Duration::from_millis(250));
         assert_eq!(config.subject_prefix, "test.run-1");
         assert_eq!(
             config.admin_addr,
             Some("127.0.0.1:9999".parse::<SocketAddr>().unwrap())
         );
         assert_eq!(config.edge_id.as_deref(), Some("edge-a"));
-        assert_eq!(config.request_timeout_ms, 100);
-        assert_eq!(config.room_idle_secs, 60);
-        assert_eq!(config.session_ttl_secs, 120);
-        assert_eq!(config.leave_grace_ms, 0);
-        assert_eq!(config.heartbeat_ms, 200);
-        assert_eq!(config.edge_timeout_ms, 900);
-        assert_eq!(config.drain_timeout_ms, 1500);
+        assert_eq!(config.request_timeout, Duration::from_millis(100));
+        assert_eq!(config.room_idle, Duration::from_secs(60));
+        assert_eq!(config.session_ttl, Duration::from_secs(120));
+        assert_eq!(config.leave_grace, Duration::ZERO);
+        assert_eq!(config.heartbeat, Duration::from_millis(200));
+        assert_eq!(config.edge_timeout, Duration::from_millis(900));
+        assert_eq!(config.drain_timeout, Duration::from_millis(1500));
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.log_level, "debug,hyper=warn");
     });
@@ -153,7 +157,7 @@ fn toml_file_is_overridden_by_environment() {
         jail.set_env("PORT", "6000");
         jail.set_env("MONGO_URI", "");
         let config = expect_load(jail);
-        assert_eq!(config.node_env, "production");
+        assert_eq!(config.node_env, NodeEnv::Production);
         assert_eq!(
             config.log_format,
             LogFormat::Json,
@@ -169,8 +173,12 @@ fn toml_file_is_overridden_by_environment() {
             "an empty variable unsets the file's value"
         );
         assert_eq!(config.subject_prefix, "from-file");
-        assert_eq!(config.heartbeat_ms, 500);
-        assert_eq!(config.edge_timeout_ms, 3000, "defaults still apply");
+        assert_eq!(config.heartbeat, Duration::from_millis(500));
+        assert_eq!(
+            config.edge_timeout,
+            Duration::from_millis(3000),
+            "defaults still apply"
+        );
     });
 }
 
@@ -235,7 +243,7 @@ fn empty_optional_variables_mean_none() {
         }
         jail.set_env("PORT", "");
         let config = expect_load(jail);
-        assert_eq!(config.cookie_secret, None);
+        assert!(config.cookie_secret.is_none());
         assert_eq!(config.mongo_uri, None);
         assert_eq!(config.nats_url, None);
         assert_eq!(config.admin_addr, None);
@@ -293,11 +301,147 @@ fn from_figment_accepts_a_partial_figment() {
 }
 
 #[test]
-fn room_store_is_a_keyword() {
+fn room_store_parses_mongo_and_memory_and_refuses_anything_else() {
     in_jail(|jail| {
         jail.clear_env();
-        assert_eq!(expect_load(jail).room_store, "mongo");
+        assert_eq!(expect_load(jail).room_store, RoomStore::Mongo);
         jail.set_env("P2PIANO_ROOM_STORE", "Memory");
-        assert_eq!(expect_load(jail).room_store, "memory");
+        assert_eq!(expect_load(jail).room_store, RoomStore::Memory);
+        jail.set_env("P2PIANO_ROOM_STORE", "mongo");
+        assert_eq!(expect_load(jail).room_store, RoomStore::Mongo);
+
+        jail.set_env("P2PIANO_ROOM_STORE", "redis");
+        let message = load(jail).expect_err("redis is no room store").to_string();
+        assert!(message.contains("P2PIANO_ROOM_STORE"), "{message}");
+        assert!(
+            message.contains("\"redis\" is not a room store (mongo or memory)"),
+            "{message}"
+        );
+
+        jail.set_env("P2PIANO_ROOM_STORE", "");
+        jail.create_file("r.toml", r#"room_store = "sqlite""#)
+            .expect("create file");
+        jail.set_env("P2PIANO_CONFIG", "r.toml");
+        let message = load(jail).expect_err("sqlite is no room store").to_string();
+        assert!(message.contains("room_store"), "{message}");
+        assert!(message.contains("sqlite"), "{message}");
+    });
+}
+
+#[test]
+fn durations_are_read_from_whole_numbers_in_the_unit_of_their_key() {
+    in_jail(|jail| {
+        jail.clear_env();
+        jail.create_file(
+            "d.toml",
+            "leave_grace_ms = 750\nroom_idle_secs = 90\nsession_ttl_secs = 7",
+        )
+        .expect("create file");
+        jail.set_env("P2PIANO_CONFIG", "d.toml");
+        jail.set_env("P2PIANO_BODY_TIMEOUT_MS", "1234");
+        let config = expect_load(jail);
+        assert_eq!(config.leave_grace, Duration::from_millis(750));
+        assert_eq!(config.room_idle, Duration::from_secs(90));
+        assert_eq!(config.session_ttl, Duration::from_secs(7));
+        assert_eq!(config.body_timeout, Duration::from_millis(1234));
+
+        // Callers that add a layer merge the same integer keys.
+        let figment = Config::figment()
+            .merge(("leave_grace_ms", 600))
+            .merge(("session_ttl_secs", 1));
+        let config = Config::from_figment(figment).expect("merged figment loads");
+        assert_eq!(config.leave_grace, Duration::from_millis(600));
+        assert_eq!(config.session_ttl, Duration::from_secs(1));
+
+        jail.set_env("P2PIANO_CONFIG", "");
+        jail.set_env("P2PIANO_LEAVE_GRACE_MS", "1.5");
+        let message = load(jail).expect_err("a fraction is refused").to_string();
+        assert!(message.contains("P2PIANO_LEAVE_GRACE_MS"), "{message}");
+    });
+}
+
+#[test]
+fn unknown_keys_in_the_file_are_refused_by_name() {
+    in_jail(|jail| {
+        jail.clear_env();
+        jail.create_file(
+            "p2piano.toml",
+            "port = 5000\nleave_grace = 600\nsubject_prefix = \"ok\"",
+        )
+        .expect("create file");
+        jail.set_env("P2PIANO_CONFIG", "p2piano.toml");
+        let err = load(jail).expect_err("an unknown key must fail");
+        assert!(matches!(err, ConfigError::Load(_)));
+        let message = err.to_string();
+        assert!(
+            message.contains("unknown configuration key `leave_grace`"),
+            "{message}"
+        );
+        assert!(
+            message.contains("`leave_grace_ms`"),
+            "suggestion: {message}"
+        );
+        assert!(message.contains("p2piano.toml"), "{message}");
+
+        jail.create_file("two.toml", "P2PIANO_LOG = \"debug\"\n[edge]\nport = 1")
+            .expect("create file");
+        jail.set_env("P2PIANO_CONFIG", "two.toml");
+        let message = load(jail).expect_err("unknown keys must fail").to_string();
+        assert!(message.contains("`P2PIANO_LOG`"), "{message}");
+        assert!(message.contains("`log_level`"), "{message}");
+        assert!(message.contains("`edge`"), "{message}");
+    });
+}
+
+#[test]
+fn a_file_with_every_kind_of_value_loads() {
+    in_jail(|jail| {
+        jail.clear_env();
+        jail.create_file(
+            "full.toml",
+            r#"
+                node_env = "staging"
+                cookie_secret = "file-secret"
+                mongo_password = "file-password"
+                room_store = "memory"
+                admin_addr = "127.0.0.1:9500"
+                trusted_proxies = ["10.0.0.0/8"]
+                drain_timeout_ms = 2500
+                log_format = "json"
+                log_level = "debug"
+            "#,
+        )
+        .expect("create file");
+        jail.set_env("P2PIANO_CONFIG", "full.toml");
+        jail.set_env("UNRELATED_VARIABLE", "ignored");
+        let config = expect_load(jail);
+        assert_eq!(config.node_env, NodeEnv::Other("staging".to_owned()));
+        assert!(!config.is_production());
+        assert_eq!(
+            config.cookie_secret.as_ref().map(Secret::expose),
+            Some("file-secret")
+        );
+        assert_eq!(config.room_store, RoomStore::Memory);
+        assert_eq!(config.drain_timeout, Duration::from_millis(2500));
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.trusted_proxies, vec!["10.0.0.0/8"]);
+    });
+}
+
+#[test]
+fn secrets_are_not_in_the_debug_output() {
+    in_jail(|jail| {
+        jail.clear_env();
+        jail.set_env("COOKIE_SECRET", "cookie-secret-from-env-0123456789");
+        jail.set_env("MONGO_PASSWORD", "mongo-password-from-env");
+        let config = expect_load(jail);
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("cookie-secret-from-env"), "{printed}");
+        assert!(!printed.contains("mongo-password-from-env"), "{printed}");
+        assert!(printed.contains("[redacted]"), "{printed}");
+        assert_eq!(
+            config.cookie_secret.as_ref().map(Secret::expose),
+            Some("cookie-secret-from-env-0123456789")
+        );
     });
 }

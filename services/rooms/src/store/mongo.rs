@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use mongodb::bson::{self, doc};
 use mongodb::options::{ClientOptions, Credential, IndexOptions};
 use mongodb::{Client, Collection, IndexModel};
+use p2piano_config::Secret;
 use p2piano_protocol::{
     Color, DisplayName, Instrument, Participant, Room, RoomCode, RoomSettings, Timestamp, UserId,
 };
@@ -35,8 +36,9 @@ pub struct MongoSettings {
     pub database: String,
     /// Optional user name (`MONGO_USERNAME`), used when the URI carries none.
     pub username: Option<String>,
-    /// Optional password (`MONGO_PASSWORD`).
-    pub password: Option<String>,
+    /// Optional password (`MONGO_PASSWORD`), kept redacted so that logging the settings
+    /// does not leak it.
+    pub password: Option<Secret>,
     /// Bound on server selection and on each operation.
     pub timeout: Duration,
 }
@@ -71,7 +73,7 @@ impl MongoStore {
             options.credential = Some(
                 Credential::builder()
                     .username(user)
-                    .password(settings.password)
+                    .password(settings.password.map(|p| p.expose().to_owned()))
                     .build(),
             );
         }

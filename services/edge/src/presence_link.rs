@@ -1,4 +1,4 @@
-//! The edge's side of the presence contract, as a library the edge calls: heartbeats on
+//! The edge's side of the presence contract: heartbeats on
 //! `<prefix>.edge.<id>.heartbeat` (sent from a lane of their own, see
 //! [`p2piano_bus::spawn_lane`]) and the control messages presence sends on
 //! `<prefix>.edge.<id>.control`.
