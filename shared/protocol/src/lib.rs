@@ -6,6 +6,7 @@
 //! rooms service and the presence service cannot disagree about a field name or a limit.
 
 pub mod budget;
+pub mod call;
 pub mod error;
 pub mod events;
 pub mod presence;
@@ -16,6 +17,7 @@ pub mod subjects;
 pub mod time;
 pub mod validate;
 
+pub use call::{Call, Op};
 pub use error::{ErrorBody, ErrorCode, Reply};
 pub use events::{MembersEvent, MembersEventKind};
 pub use presence::SessionId;
