@@ -4,9 +4,10 @@
 //! timeout, NATS down) is reported as `unavailable`, which HTTP turns into 503 and sockets
 //! into an error event, never a hang.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use p2piano_bus::{Bus, Headers};
+use p2piano_bus::Bus;
 use p2piano_protocol::presence::{
     Connect, ConnectReply, Disconnect, DisconnectReply, Resync, ResyncReply, SessionCreate,
     SessionCreated, SessionGet, SessionInfo,
@@ -15,31 +16,20 @@ use p2piano_protocol::rpc::{
     CreateRoom, GetRoom, JoinReply, JoinRoom, LeaveReply, LeaveRoom, UpdateRoom, UpdateUser,
     UpdateUserReply,
 };
-use p2piano_protocol::{
-    ErrorBody, ErrorCode, PresenceOp, Reply, Room, RoomsOp, SessionId, Subjects,
-};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use p2piano_protocol::{Call, ErrorBody, ErrorCode, Room, SessionId, Subjects};
+use p2piano_rpc::{CallError, RpcClient};
 
 use crate::metrics::EdgeMetrics;
 
 /// How long the edge keeps trying to tell an unreachable presence that a socket closed.
 pub const DISCONNECT_RETRY_FOR: Duration = Duration::from_secs(600);
 
-/// The edge's client of the rooms and presence RPCs.
+/// The edge's client of the rooms and presence RPCs: the shared typed client
+/// ([`RpcClient`]), timed into the edge's bus request latency, in a client span.
 #[derive(Clone, Debug)]
 pub struct Rpc {
-    bus: Bus,
-    subjects: Subjects,
-    timeout: Duration,
+    client: RpcClient,
     metrics: EdgeMetrics,
-}
-
-fn unavailable(what: &str) -> ErrorBody {
-    ErrorBody::new(
-        ErrorCode::Unavailable,
-        format!("{what} is unavailable, try again later"),
-    )
 }
 
 impl Rpc {
@@ -51,135 +41,88 @@ impl Rpc {
     /// A client on `bus` with the given per-request timeout, recording each request's
     /// round trip in `metrics`.
     pub fn new(bus: Bus, subjects: Subjects, timeout: Duration, metrics: EdgeMetrics) -> Self {
-        Self {
-            bus,
-            subjects,
-            timeout,
-            metrics,
-        }
+        let timed = metrics.clone();
+        let client =
+            RpcClient::new(bus, subjects, timeout).observed(Arc::new(move |service, op, took| {
+                timed.bus_request(service, op, took)
+            }));
+        Self { client, metrics }
     }
 
     /// The subjects in use.
     pub fn subjects(&self) -> &Subjects {
-        &self.subjects
+        self.client.subjects()
     }
 
     /// The bus in use.
     pub fn bus(&self) -> &Bus {
-        &self.bus
+        self.client.bus()
     }
 
-    /// Sends `req` as operation `op` of `service` and decodes the `{"ok"}`/`{"error"}`
-    /// reply. The request runs in a client span whose context travels in the request's
-    /// headers, so that the service's span is its child in the same trace; its round trip
-    /// (failures included) goes to the bus request latency.
+    /// Sends `req` to its operation and reads the reply. The request runs in a client span
+    /// whose context travels in the request's headers, so that the service's span is its
+    /// child in the same trace. A service that could not be asked, or whose answer could
+    /// not be read, is `unavailable` (the cause is logged).
     #[tracing::instrument(
         name = "edge.rpc",
         skip_all,
-        fields(otel.kind = "client", service = service, op = op)
+        fields(otel.kind = "client", service = C::OP.service(), op = C::OP.as_str())
     )]
-    async fn call<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        service: &'static str,
-        op: &'static str,
-        subject: String,
-        req: &Req,
-    ) -> Result<Resp, ErrorBody> {
-        let body = serde_json::to_vec(req)
-            .map_err(|e| ErrorBody::new(ErrorCode::Invalid, e.to_string()))?;
-        let mut headers = Headers::new();
-        p2piano_telemetry::inject_context(&mut headers);
-        let started = Instant::now();
-        let result = self
-            .bus
-            .request(&subject, headers, body.into(), self.timeout)
-            .await;
-        self.metrics.bus_request(service, op, started.elapsed());
-        let msg = result.map_err(|e| {
-            tracing::warn!(error = %e, service, op, "rpc failed");
-            unavailable(service)
-        })?;
-        match serde_json::from_slice::<Reply<Resp>>(&msg.payload) {
-            Ok(reply) => reply.into_result(),
-            Err(e) => {
-                tracing::warn!(error = %e, service, op, "unreadable rpc reply");
-                Err(unavailable(service))
-            }
-        }
-    }
-
-    async fn rooms<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        op: RoomsOp,
-        req: &Req,
-    ) -> Result<Resp, ErrorBody> {
-        self.call("rooms", op.as_str(), self.subjects.rooms_rpc(op), req)
-            .await
-    }
-
-    async fn presence<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        op: PresenceOp,
-        req: &Req,
-    ) -> Result<Resp, ErrorBody> {
-        self.call("presence", op.as_str(), self.subjects.presence_rpc(op), req)
-            .await
+    pub async fn call<C: Call>(&self, req: &C) -> Result<C::Reply, ErrorBody> {
+        self.client.call(req).await.map_err(CallError::into_body)
     }
 
     /// rooms `create`.
     pub async fn create_room(&self, req: &CreateRoom) -> Result<Room, ErrorBody> {
-        self.rooms(RoomsOp::Create, req).await
+        self.call(req).await
     }
 
     /// rooms `get`.
     pub async fn get_room(&self, req: &GetRoom) -> Result<Room, ErrorBody> {
-        self.rooms(RoomsOp::Get, req).await
+        self.call(req).await
     }
 
     /// rooms `update`.
     pub async fn update_room(&self, req: &UpdateRoom) -> Result<Room, ErrorBody> {
-        self.rooms(RoomsOp::Update, req).await
+        self.call(req).await
     }
 
     /// rooms `join`.
     pub async fn join_room(&self, req: &JoinRoom) -> Result<JoinReply, ErrorBody> {
-        self.rooms(RoomsOp::Join, req).await
+        self.call(req).await
     }
 
     /// rooms `leave`.
     pub async fn leave_room(&self, req: &LeaveRoom) -> Result<LeaveReply, ErrorBody> {
-        self.rooms(RoomsOp::Leave, req).await
+        self.call(req).await
     }
 
     /// rooms `update_user`.
     pub async fn update_user(&self, req: &UpdateUser) -> Result<UpdateUserReply, ErrorBody> {
-        self.rooms(RoomsOp::UpdateUser, req).await
+        self.call(req).await
     }
 
     /// presence `session_create`.
     pub async fn session_create(&self, req: &SessionCreate) -> Result<SessionCreated, ErrorBody> {
-        self.presence(PresenceOp::SessionCreate, req).await
+        self.call(req).await
     }
 
     /// presence `session_get`.
     pub async fn session_get(&self, id: &SessionId) -> Result<SessionInfo, ErrorBody> {
-        self.presence(
-            PresenceOp::SessionGet,
-            &SessionGet {
-                session_id: id.clone(),
-            },
-        )
+        self.call(&SessionGet {
+            session_id: id.clone(),
+        })
         .await
     }
 
     /// presence `connect`.
     pub async fn connect(&self, req: &Connect) -> Result<ConnectReply, ErrorBody> {
-        self.presence(PresenceOp::Connect, req).await
+        self.call(req).await
     }
 
     /// presence `resync`: one part of this edge's re-assertion of its sockets.
     pub async fn resync(&self, req: &Resync) -> Result<ResyncReply, ErrorBody> {
-        self.presence(PresenceOp::Resync, req).await
+        self.call(req).await
     }
 
     /// presence `disconnect`. When presence cannot be reached, the call is also retried in
@@ -189,7 +132,7 @@ impl Rpc {
     /// disconnect is harmless: presence ignores it if the session has a newer socket. The
     /// first failure is still returned.
     pub async fn disconnect(&self, req: &Disconnect) -> Result<DisconnectReply, ErrorBody> {
-        let result = self.presence(PresenceOp::Disconnect, req).await;
+        let result = self.call(req).await;
         if matches!(&result, Err(e) if e.code == ErrorCode::Unavailable) {
             let rpc = self.clone();
             let req = req.clone();
@@ -199,8 +142,7 @@ impl Rpc {
                 while tokio::time::Instant::now() < deadline {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(5));
-                    let retry: Result<DisconnectReply, ErrorBody> =
-                        rpc.presence(PresenceOp::Disconnect, &req).await;
+                    let retry = rpc.call(&req).await;
                     if !matches!(&retry, Err(e) if e.code == ErrorCode::Unavailable) {
                         return;
                     }

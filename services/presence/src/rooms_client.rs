@@ -4,27 +4,22 @@
 
 use std::time::Duration;
 
-use p2piano_bus::{Bus, Headers};
-use p2piano_protocol::rpc::{JoinReply, JoinRoom, LeaveReply, LeaveRoom};
-use p2piano_protocol::{ErrorCode, Reply, RoomCode, RoomsOp, Subjects, Timestamp, UserId};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use p2piano_bus::Bus;
+use p2piano_protocol::rpc::{JoinRoom, LeaveRoom};
+use p2piano_protocol::{Call, ErrorCode, RoomCode, Subjects, Timestamp, UserId};
+use p2piano_rpc::{CallError, RpcClient};
 
 /// Calls the rooms service over the bus.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct RoomsClient {
-    bus: Bus,
-    subjects: Subjects,
-    timeout: Duration,
+    client: RpcClient,
 }
 
 impl RoomsClient {
     /// A client on `bus` with the given request timeout.
     pub fn new(bus: Bus, subjects: Subjects, timeout: Duration) -> Self {
         Self {
-            bus,
-            subjects,
-            timeout,
+            client: RpcClient::new(bus, subjects, timeout),
         }
     }
 
@@ -44,7 +39,7 @@ impl RoomsClient {
             user_id: user.clone(),
             joined_before: decided,
         };
-        match self.call::<_, LeaveReply>(RoomsOp::Leave, &req).await? {
+        match self.call(&req).await? {
             Some(r) => Ok(r.left),
             None => Ok(false),
         }
@@ -63,36 +58,19 @@ impl RoomsClient {
             renew: false,
             restore: true,
         };
-        match self.call::<_, JoinReply>(RoomsOp::Join, &req).await? {
+        match self.call(&req).await? {
             Some(r) => Ok(!r.rejoined),
             None => Ok(false),
         }
     }
 
-    /// One request; `Ok(None)` when rooms says the room is gone.
-    async fn call<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        op: RoomsOp,
-        req: &Req,
-    ) -> Result<Option<Resp>, String> {
-        let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
-        let mut headers = Headers::new();
-        p2piano_telemetry::inject_context(&mut headers);
-        let msg = self
-            .bus
-            .request(
-                &self.subjects.rooms_rpc(op),
-                headers,
-                body.into(),
-                self.timeout,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        match serde_json::from_slice::<Reply<Resp>>(&msg.payload) {
-            Ok(Reply::Ok(r)) => Ok(Some(r)),
-            Ok(Reply::Error(e)) if e.code == ErrorCode::NotFound => Ok(None),
-            Ok(Reply::Error(e)) => Err(e.to_string()),
-            Err(e) => Err(format!("unreadable rooms reply: {e}")),
+    /// One request; `Ok(None)` when rooms says the room is gone, `Err` with the reason
+    /// for any other failure.
+    async fn call<C: Call>(&self, req: &C) -> Result<Option<C::Reply>, String> {
+        match self.client.call(req).await {
+            Ok(reply) => Ok(Some(reply)),
+            Err(CallError::Refused(e)) if e.code == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(e.to_string()),
         }
     }
 }

@@ -1,20 +1,21 @@
 //! Presence on the bus: the RPCs on `<prefix>.rpc.presence.*` (queue group `presence`),
 //! the verdicts of the liveness judge (which hears every edge's heartbeats on a thread of
 //! its own, see [`crate::judge`]), and the periodic sweep.
+//!
+//! The RPCs are served by the shared loop ([`p2piano_rpc::serve`]), bounded to
+//! [`MAX_IN_FLIGHT`] at once; the verdicts and the sweep run beside it and stop with it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
-use p2piano_bus::{Bus, BusError, Headers, Message, Subscription};
-use p2piano_protocol::{ErrorBody, ErrorCode, PresenceOp, Reply, Subjects};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use p2piano_bus::{Bus, BusError, Subscription};
+use p2piano_protocol::{PresenceOp, Subjects};
+use p2piano_rpc::{Answer, ServeLimits, answer};
+use p2piano_telemetry::prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use crate::judge::{Verdict, spawn_judge};
 use crate::metrics::RequestLabels;
@@ -61,12 +62,13 @@ impl PresenceService {
         })
     }
 
-    /// Serves until `shutdown`, then drains the RPC subscription and answers what was received.
-    pub async fn serve(mut self, shutdown: CancellationToken) {
-        let tracker = TaskTracker::new();
-        let (verdicts_tx, mut verdicts) = mpsc::unbounded_channel();
-        let judge_stop = CancellationToken::new();
-        // Stops the judge however this future ends, dropped with its runtime included.
+    /// Serves until `shutdown`, then drains the RPC subscription and answers what was
+    /// received, and stops the grace timers.
+    pub async fn serve(self, shutdown: CancellationToken) {
+        let (verdicts_tx, verdicts) = mpsc::unbounded_channel();
+        // The judge stops with the service: on shutdown, or however this future ends (its
+        // runtime dropped included).
+        let judge_stop = shutdown.child_token();
         let _judge_guard = judge_stop.clone().drop_guard();
         let judge = match spawn_judge(
             self.presence.clone(),
@@ -81,121 +83,106 @@ impl PresenceService {
                 None
             }
         };
-        let mut sweep = tokio::time::interval(self.presence.settings.sweep_every());
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let limit = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                Some(verdict) = verdicts.recv() => {
-                    let presence = self.presence.clone();
-                    match verdict {
-                        Verdict::Heard(hb) => tracker.spawn(async move { presence.heartbeat(*hb).await }),
-                        Verdict::Silent(edge) => tracker.spawn(async move { presence.edge_gone(&edge).await }),
-                    };
-                }
-                msg = self.rpc.next() => match msg {
-                    Some(msg) => {
-                        // At the limit, wait here for a request to finish: the next ones
-                        // stay queued in the subscription meanwhile.
-                        let Ok(permit) = limit.clone().acquire_owned().await else { break };
-                        let presence = self.presence.clone();
-                        tracker.spawn(async move {
-                            handle(presence, msg).await;
-                            drop(permit);
-                        });
-                    }
-                    None => {
-                        tracing::warn!("presence subscription closed by the bus");
-                        break;
-                    }
-                },
-                _ = sweep.tick() => {
-                    let presence = self.presence.clone();
-                    tracker.spawn(async move { presence.sweep().await });
-                }
-            }
-        }
-        tracing::info!("presence service draining");
+        let background = TaskTracker::new();
+        background.spawn(keep(
+            self.presence.clone(),
+            verdicts,
+            background.clone(),
+            judge_stop.clone(),
+        ));
+        let limits = ServeLimits {
+            max_in_flight: MAX_IN_FLIGHT,
+            drain_timeout: self.drain_timeout,
+        };
+        let handler = Arc::new(Handler(self.presence.clone()));
+        p2piano_rpc::serve(handler, self.rpc, limits, shutdown).await;
         judge_stop.cancel();
         if let Some(judge) = judge {
             let _ = tokio::task::spawn_blocking(move || judge.join()).await;
         }
-        if let Err(e) = self.rpc.drain().await {
-            tracing::warn!(error = %e, "could not drain the presence subscription");
-        }
-        while let Some(msg) = self.rpc.next().await {
-            tracker.spawn(handle(self.presence.clone(), msg));
-        }
-        tracker.close();
-        if tokio::time::timeout(self.drain_timeout, tracker.wait())
+        background.close();
+        if tokio::time::timeout(self.drain_timeout, background.wait())
             .await
             .is_err()
         {
-            tracing::warn!("presence stopped with requests in flight");
+            tracing::warn!("presence stopped with verdicts still being applied");
         }
         self.presence.stop_timers().await;
         tracing::info!("presence service stopped");
     }
 }
 
-fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ErrorBody> {
-    serde_json::from_slice(payload)
-        .map_err(|e| ErrorBody::new(ErrorCode::Invalid, format!("malformed request: {e}")))
-}
-
-fn encode<T: Serialize>(r: Result<T, ErrorBody>) -> (Bytes, Option<ErrorCode>) {
-    let code = r.as_ref().err().map(|e| e.code);
-    (
-        Bytes::from(serde_json::to_vec(&Reply::from(r)).unwrap_or_default()),
-        code,
-    )
-}
-
-/// Parses and runs one request; a parse error is the `Err` the caller turns into a reply.
-async fn run(
-    p: &Arc<Presence>,
-    op: PresenceOp,
-    payload: &[u8],
-) -> Result<(Bytes, Option<ErrorCode>), ErrorBody> {
-    Ok(match op {
-        PresenceOp::SessionCreate => encode(p.session_create(parse(payload)?).await),
-        PresenceOp::SessionGet => encode(p.session_get(parse(payload)?).await),
-        PresenceOp::Connect => encode(p.connect(parse(payload)?).await),
-        PresenceOp::Disconnect => encode(p.disconnect(parse(payload)?).await),
-        PresenceOp::Resync => encode(p.resync(parse(payload)?).await),
-    })
-}
-
-async fn handle(presence: Arc<Presence>, msg: Message) {
-    let op = presence.subjects.presence_op_of(&msg.subject);
-    let op_name = op.map_or("unknown", PresenceOp::as_str);
-    let span = tracing::info_span!("presence.rpc", otel.kind = "server", op = op_name);
-    p2piano_telemetry::set_parent_from(&span, &msg.headers);
-    presence.metrics.rpc_in_flight.inc();
-    async {
-        let started = Instant::now();
-        let Some(reply_to) = msg.reply.as_deref() else {
-            tracing::warn!(subject = %msg.subject, "presence request without a reply subject ignored");
-            return;
-        };
-        let (body, failed) = match op {
-            Some(op) => run(&presence, op, &msg.payload).await.unwrap_or_else(|e| encode::<()>(Err(e))),
-            None => encode::<()>(Err(ErrorBody::new(ErrorCode::Invalid, "unknown presence operation"))),
-        };
-        if let Err(e) = presence.bus.publish_with_headers(reply_to, Headers::new(), body).await {
-            tracing::warn!(error = %e, "could not send presence reply");
+/// Applies the judge's verdicts and runs the periodic sweep until `stop`, each in a task of
+/// `tasks` (which the service waits for when it stops).
+async fn keep(
+    presence: Arc<Presence>,
+    mut verdicts: mpsc::UnboundedReceiver<Verdict>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+) {
+    let mut sweep = tokio::time::interval(presence.settings.sweep_every());
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            Some(verdict) = verdicts.recv() => {
+                let presence = presence.clone();
+                match verdict {
+                    Verdict::Heard(hb) => tasks.spawn(async move { presence.heartbeat(*hb).await }),
+                    Verdict::Silent(edge) => tasks.spawn(async move { presence.edge_gone(&edge).await }),
+                };
+            }
+            _ = sweep.tick() => {
+                let presence = presence.clone();
+                tasks.spawn(async move { presence.sweep().await });
+            }
         }
-        let outcome = failed.map_or("ok", ErrorCode::as_str);
-        presence
+    }
+}
+
+/// The RPCs' side of presence for the shared serving loop.
+struct Handler(Arc<Presence>);
+
+impl p2piano_rpc::Handler for Handler {
+    type Op = PresenceOp;
+    const SPAN: &'static str = "presence.rpc";
+
+    fn bus(&self) -> &Bus {
+        &self.0.bus
+    }
+
+    fn op_of(&self, subject: &str) -> Option<PresenceOp> {
+        self.0.subjects.presence_op_of(subject)
+    }
+
+    fn op_name(op: PresenceOp) -> &'static str {
+        op.as_str()
+    }
+
+    async fn run(&self, op: PresenceOp, payload: Bytes) -> Answer {
+        let p = &self.0;
+        match op {
+            PresenceOp::SessionCreate => answer(&payload, |req| p.session_create(req)).await,
+            PresenceOp::SessionGet => answer(&payload, |req| p.session_get(req)).await,
+            PresenceOp::Connect => answer(&payload, |req| p.connect(req)).await,
+            PresenceOp::Disconnect => answer(&payload, |req| p.disconnect(req)).await,
+            PresenceOp::Resync => answer(&payload, |req| p.resync(req)).await,
+        }
+    }
+
+    fn finished(&self, op: &'static str, outcome: &'static str, _elapsed: Duration) {
+        self.0
             .metrics
             .requests
-            .get_or_create(&RequestLabels { op: op_name.to_owned(), outcome: outcome.to_owned() })
+            .get_or_create(&RequestLabels {
+                op: op.to_owned(),
+                outcome: outcome.to_owned(),
+            })
             .inc();
-        tracing::debug!(outcome, elapsed_ms = started.elapsed().as_millis() as u64, "presence request");
     }
-    .instrument(span)
-    .await;
-    presence.metrics.rpc_in_flight.dec();
+
+    fn in_flight(&self) -> Option<Gauge> {
+        Some(self.0.metrics.rpc_in_flight.clone())
+    }
 }

@@ -1,24 +1,21 @@
 //! The rooms service on the bus: `<prefix>.rpc.rooms.*` in queue group `rooms`.
 //!
-//! Requests are handled concurrently (bounded), each in its own task; a malformed request
-//! gets `invalid`, never a crash or a silent drop. After a committed change the membership
-//! event is published before the reply, so a caller that has the reply knows the event is
-//! already on its way. On shutdown the subscription is drained: no new requests are taken,
-//! the ones already received are answered, then the service returns.
+//! The serving loop is the shared one ([`p2piano_rpc::serve`]): requests handled
+//! concurrently (bounded), each in its own task; a malformed request gets `invalid`, never
+//! a crash or a silent drop; on shutdown the subscription is drained and what was received
+//! is answered. What is the rooms service's own is here: after a committed change the
+//! membership event is published before the reply, so a caller that has the reply knows
+//! the event is already on its way; and the periodic sweep of idle empty rooms.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
-use p2piano_bus::{Bus, BusError, Headers, Message, Subscription};
-use p2piano_protocol::{ErrorBody, ErrorCode, MembersEvent, Reply, RoomsOp, Subjects};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use tokio::sync::Semaphore;
+use p2piano_bus::{Bus, BusError, Headers, Subscription};
+use p2piano_protocol::{Call, ErrorBody, MembersEvent, RoomsOp, Subjects};
+use p2piano_rpc::{Answer, ServeLimits, answer, decode, encode_reply};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use crate::metrics::{OpLabel, RequestLabels, RoomsMetrics};
 use crate::rooms::{Outcome, Rooms};
@@ -76,60 +73,22 @@ impl RoomsService {
 
     /// Serves requests until `shutdown` is cancelled or the bus closes the subscription,
     /// then drains: answers what was received, within the drain timeout.
-    pub async fn serve(mut self, shutdown: CancellationToken) {
-        let tracker = TaskTracker::new();
-        let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-        tracker.spawn(sweep(
+    pub async fn serve(self, shutdown: CancellationToken) {
+        let sweeper = tokio::spawn(sweep(
             self.handler.clone(),
             self.sweep_every,
             shutdown.clone(),
         ));
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                msg = self.subscription.next() => match msg {
-                    Some(msg) => dispatch(&self.handler, &tracker, &permits, msg).await,
-                    None => {
-                        tracing::warn!("rooms subscription closed by the bus");
-                        break;
-                    }
-                },
-            }
-        }
-        tracing::info!("rooms service draining");
-        if let Err(e) = self.subscription.drain().await {
-            tracing::warn!(error = %e, "could not drain the rooms subscription");
-        }
-        while let Some(msg) = self.subscription.next().await {
-            dispatch(&self.handler, &tracker, &permits, msg).await;
-        }
-        tracker.close();
-        if tokio::time::timeout(self.drain_timeout, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("rooms service stopped with requests still in flight");
-        }
+        let limits = ServeLimits {
+            max_in_flight: MAX_IN_FLIGHT,
+            drain_timeout: self.drain_timeout,
+        };
+        p2piano_rpc::serve(self.handler, self.subscription, limits, shutdown.clone()).await;
+        // The loop also ends when the bus closes the subscription: stop the sweep then too.
+        shutdown.cancel();
+        let _ = sweeper.await;
         tracing::info!("rooms service stopped");
     }
-}
-
-/// Handles `msg` in its own task once a slot is free (waiting here is the backpressure).
-async fn dispatch(
-    handler: &Arc<Handler>,
-    tracker: &TaskTracker,
-    permits: &Arc<Semaphore>,
-    msg: Message,
-) {
-    let Ok(permit) = permits.clone().acquire_owned().await else {
-        return;
-    };
-    let handler = handler.clone();
-    tracker.spawn(async move {
-        handler.handle(msg).await;
-        drop(permit);
-    });
 }
 
 /// Deletes idle empty rooms periodically (both stores; MongoDB's TTL index also does).
@@ -151,101 +110,87 @@ async fn sweep(handler: Arc<Handler>, every: Duration, shutdown: CancellationTok
     }
 }
 
-fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ErrorBody> {
-    serde_json::from_slice(payload)
-        .map_err(|e| ErrorBody::new(ErrorCode::Invalid, format!("malformed request: {e}")))
-}
+impl p2piano_rpc::Handler for Handler {
+    type Op = RoomsOp;
+    const SPAN: &'static str = "rooms.rpc";
 
-fn encode<T: Serialize>(reply: &Reply<T>) -> Bytes {
-    // Serializing our own reply types cannot fail (string keys, no non-finite floats).
-    Bytes::from(serde_json::to_vec(reply).unwrap_or_default())
-}
+    fn bus(&self) -> &Bus {
+        &self.bus
+    }
 
-/// The reply bytes, the error code if it failed, and the events to publish.
-type Handled = (Bytes, Option<ErrorCode>, Vec<MembersEvent>);
+    fn op_of(&self, subject: &str) -> Option<RoomsOp> {
+        self.subjects.rooms_op_of(subject)
+    }
 
-fn reply_of<T: Serialize>(r: Result<T, ErrorBody>) -> Handled {
-    let code = r.as_ref().err().map(|e| e.code);
-    (encode(&Reply::from(r)), code, Vec::new())
-}
+    fn op_name(op: RoomsOp) -> &'static str {
+        op.as_str()
+    }
 
-fn reply_with_event<T: Serialize>(r: Result<Outcome<T>, ErrorBody>) -> Handled {
-    match r {
-        Ok(o) => (encode(&Reply::Ok(o.reply)), None, o.events),
-        Err(e) => (
-            encode(&Reply::<()>::Error(e.clone())),
-            Some(e.code),
-            Vec::new(),
-        ),
+    async fn run(&self, op: RoomsOp, payload: Bytes) -> Answer {
+        let rooms = &self.rooms;
+        match op {
+            RoomsOp::Create => answer(&payload, |req| rooms.create(req)).await,
+            RoomsOp::Get => answer(&payload, |req| rooms.get(req)).await,
+            RoomsOp::Update => self.change(&payload, |req| rooms.update(req)).await,
+            RoomsOp::Join => self.change(&payload, |req| rooms.join(req)).await,
+            RoomsOp::Leave => self.change(&payload, |req| rooms.leave(req)).await,
+            RoomsOp::UpdateUser => self.change(&payload, |req| rooms.update_user(req)).await,
+        }
+    }
+
+    fn finished(&self, op: &'static str, outcome: &'static str, elapsed: Duration) {
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                op: op.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.metrics
+            .duration
+            .get_or_create(&OpLabel { op: op.to_owned() })
+            .observe(elapsed.as_secs_f64());
     }
 }
 
 impl Handler {
-    async fn handle(&self, msg: Message) {
-        let op = self.subjects.rooms_op_of(&msg.subject);
-        let op_name = op.map_or("unknown", RoomsOp::as_str);
-        let span = tracing::info_span!(
-            "rooms.rpc",
-            otel.kind = "server",
-            op = op_name,
-            outcome = tracing::field::Empty
-        );
-        p2piano_telemetry::set_parent_from(&span, &msg.headers);
-        async {
-            let started = Instant::now();
-            let Some(reply_to) = msg.reply.as_deref() else {
-                tracing::warn!(subject = %msg.subject, "rooms request without a reply subject ignored");
-                return;
-            };
-            let (body, failed, events) = match op {
-                Some(op) => self
-                    .run(op, &msg.payload)
-                    .await
-                    .unwrap_or_else(|e| reply_of::<()>(Err(e))),
-                None => reply_of::<()>(Err(ErrorBody::new(ErrorCode::Invalid, "unknown rooms operation"))),
-            };
-            for event in &events {
-                self.publish_event(event).await;
+    /// Runs a request that may change a membership, and publishes its events before the
+    /// reply is encoded (and so before the caller can have it).
+    async fn change<C, F, Fut>(&self, payload: &[u8], handle: F) -> Answer
+    where
+        C: Call,
+        F: FnOnce(C) -> Fut,
+        Fut: Future<Output = Result<Outcome<C::Reply>, ErrorBody>>,
+    {
+        let result = match decode::<C>(payload) {
+            Ok(req) => handle(req).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(outcome) => {
+                for event in &outcome.events {
+                    self.publish_event(event).await;
+                }
+                encode_reply(Ok(outcome.reply))
             }
-            let outcome = failed.map_or("ok", ErrorCode::as_str);
-            tracing::Span::current().record("outcome", outcome);
-            if let Err(e) = self.bus.publish_with_headers(reply_to, trace_headers(), body).await {
-                tracing::warn!(error = %e, "could not send rooms reply");
-            }
-            self.metrics
-                .requests
-                .get_or_create(&RequestLabels { op: op_name.to_owned(), outcome: outcome.to_owned() })
-                .inc();
-            self.metrics
-                .duration
-                .get_or_create(&OpLabel { op: op_name.to_owned() })
-                .observe(started.elapsed().as_secs_f64());
+            Err(e) => encode_reply::<()>(Err(e)),
         }
-        .instrument(span)
-        .await
-    }
-
-    /// Parses and runs one request; a parse error is the `Err` the caller turns into a reply.
-    async fn run(&self, op: RoomsOp, payload: &[u8]) -> Result<Handled, ErrorBody> {
-        let rooms = &self.rooms;
-        Ok(match op {
-            RoomsOp::Create => reply_of(rooms.create(parse(payload)?).await),
-            RoomsOp::Get => reply_of(rooms.get(parse(payload)?).await),
-            RoomsOp::Update => reply_with_event(rooms.update(parse(payload)?).await),
-            RoomsOp::Join => reply_with_event(rooms.join(parse(payload)?).await),
-            RoomsOp::Leave => reply_with_event(rooms.leave(parse(payload)?).await),
-            RoomsOp::UpdateUser => reply_with_event(rooms.update_user(parse(payload)?).await),
-        })
     }
 
     async fn publish_event(&self, event: &MembersEvent) {
         let subject = self.subjects.room_members(&event.room.code);
-        let body = Bytes::from(serde_json::to_vec(event).unwrap_or_default());
-        match self
-            .bus
-            .publish_with_headers(&subject, trace_headers(), body)
-            .await
-        {
+        let body = match serde_json::to_vec(event) {
+            Ok(body) => Bytes::from(body),
+            Err(e) => {
+                self.metrics.event_failures.inc();
+                tracing::error!(error = %e, subject, "membership event not encodable");
+                return;
+            }
+        };
+        // The current span's trace context, so that the event continues the caller's trace.
+        let mut headers = Headers::new();
+        p2piano_telemetry::inject_context(&mut headers);
+        match self.bus.publish_with_headers(&subject, headers, body).await {
             Ok(()) => {
                 self.metrics.events.inc();
             }
@@ -255,12 +200,4 @@ impl Handler {
             }
         }
     }
-}
-
-/// Headers carrying the current span's trace context, so that the membership event and the
-/// reply continue the caller's trace.
-fn trace_headers() -> Headers {
-    let mut headers = Headers::new();
-    p2piano_telemetry::inject_context(&mut headers);
-    headers
 }

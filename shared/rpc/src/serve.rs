@@ -165,3 +165,152 @@ async fn handle<H: Handler>(handler: &H, msg: Message) {
     .instrument(span)
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use p2piano_protocol::rpc::GetRoom;
+    use p2piano_protocol::{RoomCode, RoomsOp, Subjects};
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::{CallError, RpcClient};
+
+    /// Answers every `get` with `not_found` once the test lets it through, counting how
+    /// many requests are being handled at once.
+    struct Gated {
+        bus: Bus,
+        subjects: Subjects,
+        gate: Arc<Semaphore>,
+        running: AtomicUsize,
+        most: AtomicUsize,
+        started: watch::Sender<usize>,
+    }
+
+    impl Handler for Gated {
+        type Op = RoomsOp;
+        const SPAN: &'static str = "test.rpc";
+
+        fn bus(&self) -> &Bus {
+            &self.bus
+        }
+
+        fn op_of(&self, subject: &str) -> Option<RoomsOp> {
+            self.subjects.rooms_op_of(subject)
+        }
+
+        fn op_name(op: RoomsOp) -> &'static str {
+            op.as_str()
+        }
+
+        async fn run(&self, _op: RoomsOp, _payload: Bytes) -> Answer {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            self.started.send_modify(|n| *n += 1);
+            self.gate.acquire().await.expect("gate open").forget();
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            encode_reply::<()>(Err(ErrorBody::new(ErrorCode::NotFound, "no such room")))
+        }
+
+        fn finished(&self, _op: &'static str, _outcome: &'static str, _elapsed: Duration) {}
+    }
+
+    struct Setup {
+        handler: Arc<Gated>,
+        client: RpcClient,
+        started: watch::Receiver<usize>,
+        shutdown: CancellationToken,
+        served: tokio::task::JoinHandle<()>,
+    }
+
+    async fn start(max_in_flight: usize) -> Setup {
+        let bus = Bus::in_process();
+        let subjects = Subjects::new("t").unwrap();
+        let subscription = bus
+            .queue_subscribe(&subjects.rooms_rpc_all(), "rooms")
+            .await
+            .unwrap();
+        let (started_tx, started) = watch::channel(0);
+        let handler = Arc::new(Gated {
+            bus: bus.clone(),
+            subjects: subjects.clone(),
+            gate: Arc::new(Semaphore::new(0)),
+            running: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+            started: started_tx,
+        });
+        let shutdown = CancellationToken::new();
+        let limits = ServeLimits {
+            max_in_flight,
+            drain_timeout: Duration::from_secs(30),
+        };
+        let served = tokio::spawn(serve(
+            handler.clone(),
+            subscription,
+            limits,
+            shutdown.clone(),
+        ));
+        Setup {
+            handler,
+            client: RpcClient::new(bus, subjects, Duration::from_secs(30)),
+            started,
+            shutdown,
+            served,
+        }
+    }
+
+    fn ask(client: &RpcClient) -> tokio::task::JoinHandle<Result<(), CallError>> {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let req = GetRoom {
+                code: RoomCode::parse("abcde").unwrap(),
+            };
+            client.call(&req).await.map(|_| ())
+        })
+    }
+
+    #[tokio::test]
+    async fn no_more_than_the_bound_run_at_once() {
+        let mut s = start(2).await;
+        let calls: Vec<_> = (0..5).map(|_| ask(&s.client)).collect();
+        s.started.wait_for(|n| *n >= 2).await.unwrap();
+        for expected in 3..=5 {
+            s.handler.gate.add_permits(1);
+            s.started.wait_for(|n| *n >= expected).await.unwrap();
+        }
+        s.handler.gate.add_permits(2);
+        for call in calls {
+            let answer = call.await.unwrap();
+            assert!(
+                matches!(&answer, Err(CallError::Refused(e)) if e.code == ErrorCode::NotFound),
+                "{answer:?}"
+            );
+        }
+        assert_eq!(s.handler.most.load(Ordering::SeqCst), 2);
+        s.shutdown.cancel();
+        s.served.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stop_answers_what_was_received() {
+        let mut s = start(8).await;
+        let calls: Vec<_> = (0..3).map(|_| ask(&s.client)).collect();
+        s.started.wait_for(|n| *n == 3).await.unwrap();
+        s.shutdown.cancel();
+        s.handler.gate.add_permits(3);
+        for call in calls {
+            let answer = call.await.unwrap();
+            assert!(
+                matches!(&answer, Err(CallError::Refused(e)) if e.code == ErrorCode::NotFound),
+                "a request received before the stop is answered: {answer:?}"
+            );
+        }
+        s.served.await.unwrap();
+        let late = ask(&s.client).await.unwrap();
+        assert!(
+            matches!(late, Err(CallError::Unreachable { .. })),
+            "nobody serves after the stop: {late:?}"
+        );
+    }
+}
