@@ -124,8 +124,13 @@ async fn silent_clients_are_dropped(mode: Mode) {
     assert_eq!(gone["userId"], mute_id);
 }
 
-/// A frame to send: text (`Ok`) or binary (`Err`).
-type Sent = Result<String, Vec<u8>>;
+/// A frame to send.
+enum Sent {
+    Text(String),
+    Binary(Vec<u8>),
+    /// A text frame whose bytes are not UTF-8.
+    NotUtf8(Vec<u8>),
+}
 
 async fn protocol_violations_close_only_the_offending_socket(mode: Mode) {
     let c = Cluster::start(mode).await;
@@ -140,32 +145,45 @@ async fn protocol_violations_close_only_the_offending_socket(mode: Mode) {
     let cases: Vec<(&str, Vec<Sent>, u16)> = vec![
         (
             "unknown Socket.IO packet type",
-            vec![Ok("4X garbage".into())],
+            vec![Sent::Text("4X garbage".into())],
             1002,
         ),
-        ("unknown Engine.IO packet type", vec![Ok("9".into())], 1002),
-        ("open packet from a client", vec![Ok("0".into())], 1002),
+        (
+            "unknown Engine.IO packet type",
+            vec![Sent::Text("9".into())],
+            1002,
+        ),
+        (
+            "open packet from a client",
+            vec![Sent::Text("0".into())],
+            1002,
+        ),
         (
             "text frame while attachments are due",
             vec![
-                Ok(r#"451-/api,["KEY_DOWN",{"_placeholder":true,"num":0}]"#.into()),
-                Ok(r#"42/api,["KEY_UP",{}]"#.into()),
+                Sent::Text(r#"451-/api,["KEY_DOWN",{"_placeholder":true,"num":0}]"#.into()),
+                Sent::Text(r#"42/api,["KEY_UP",{}]"#.into()),
             ],
             1002,
         ),
         (
             "binary frame without a packet",
-            vec![Err(vec![1, 2, 3])],
+            vec![Sent::Binary(vec![1, 2, 3])],
             1002,
         ),
         (
             "attachment bomb",
-            vec![Ok(
-                r#"459-/api,["KEY_DOWN",{"_placeholder":true,"num":0}]"#.into()
+            vec![Sent::Text(
+                r#"459-/api,["KEY_DOWN",{"_placeholder":true,"num":0}]"#.into(),
             )],
             1002,
         ),
-        ("oversize frame", vec![Ok(oversize)], 1009),
+        ("oversize frame", vec![Sent::Text(oversize)], 1009),
+        (
+            "text that is not UTF-8",
+            vec![Sent::NotUtf8(b"42\xff\xfe".to_vec())],
+            1007,
+        ),
     ];
     let violations = cases.len() + 1;
     for (i, (what, frames, close)) in cases.into_iter().enumerate() {
@@ -173,8 +191,9 @@ async fn protocol_violations_close_only_the_offending_socket(mode: Mode) {
         assert_eq!(listener.expect("USER_CONNECT").await["userId"], bad_id);
         for frame in frames {
             match frame {
-                Ok(text) => bad.send_raw(&text).await,
-                Err(bytes) => bad.send_binary(bytes).await,
+                Sent::Text(text) => bad.send_raw(&text).await,
+                Sent::Binary(bytes) => bad.send_binary(bytes).await,
+                Sent::NotUtf8(bytes) => bad.send_invalid_text(bytes).await,
             }
         }
         assert_eq!(bad.next().await, Got::Closed(Some(close)), "{what}");

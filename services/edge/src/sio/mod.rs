@@ -31,6 +31,8 @@ mod packet;
 #[cfg(test)]
 mod binary_tests;
 #[cfg(test)]
+mod encode_tests;
+#[cfg(test)]
 mod tests;
 
 pub use binary::{BinaryAssembly, encode_binary_event};

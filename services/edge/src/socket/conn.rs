@@ -165,7 +165,7 @@ pub async fn run(edge: Arc<Edge>, socket: WebSocket, handshake: Handshake) {
                 conn.page_gone = page_went_away(frame.as_ref());
                 break;
             }
-            Some(Err(e)) => Err(classify(&e)),
+            Some(Err(e)) => Err(classify(e)),
             Some(Ok(Message::Text(text))) => conn.on_text(text.as_str()).await,
             Some(Ok(Message::Binary(data))) => conn.on_binary(data).await,
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
@@ -195,15 +195,14 @@ pub async fn run(edge: Arc<Edge>, socket: WebSocket, handshake: Handshake) {
     let _ = writer.await;
 }
 
-/// Maps a WebSocket read error to a close code.
-fn classify(e: &axum::Error) -> Fatal {
-    let text = e.to_string();
-    if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
-        Fatal(1009, "message too big")
-    } else if text.contains("UTF-8") || text.contains("utf-8") {
-        Fatal(1007, "invalid UTF-8")
-    } else {
-        Fatal(1002, "protocol error")
+/// Maps a WebSocket read error to a close code, by the kind of error axum's WebSocket
+/// (tungstenite) reports: a message over the size limit is 1009, text that is not UTF-8
+/// 1007, anything else a protocol error.
+fn classify(e: axum::Error) -> Fatal {
+    match e.into_inner().downcast::<tungstenite::Error>().map(|e| *e) {
+        Ok(tungstenite::Error::Capacity(_)) => Fatal(1009, "message too big"),
+        Ok(tungstenite::Error::Utf8(_)) => Fatal(1007, "invalid UTF-8"),
+        _ => Fatal(1002, "protocol error"),
     }
 }
 
@@ -222,7 +221,7 @@ impl Conn {
         let packet = match sio::parse_engine(text) {
             Ok(EioPacket::Message(p)) => p,
             Ok(EioPacket::Ping(probe)) => {
-                self.send(Utf8Bytes::from(format!("3{probe}"))).await;
+                self.send(Utf8Bytes::from(sio::encode_pong(probe))).await;
                 return Ok(());
             }
             Ok(EioPacket::Pong(_) | EioPacket::Noop | EioPacket::Upgrade) => return Ok(()),

@@ -18,6 +18,8 @@ use futures::stream::SplitSink;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::sio;
+
 /// Outbound queue length per socket (the default of [`crate::edge::SocketSettings`]).
 pub const OUTBOX_CAPACITY: usize = 1024;
 /// How long a socket's queue may stay full before the socket is closed.
@@ -172,7 +174,7 @@ pub async fn run_writer(
             biased;
             _ = kill.cancelled() => break,
             _ = ping.tick() => {
-                if sink.send(Message::Text(Utf8Bytes::from_static("2"))).await.is_err() {
+                if sink.send(Message::Text(Utf8Bytes::from_static(sio::PING))).await.is_err() {
                     outbox.close(Close { code: 1006, reason: "write failed" });
                     return;
                 }

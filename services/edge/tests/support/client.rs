@@ -121,6 +121,14 @@ impl SioClient {
             .expect("send");
     }
 
+    /// Sends a text frame whose payload is not UTF-8, which a browser never would.
+    pub async fn send_invalid_text(&mut self, data: Vec<u8>) {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        let frame = Frame::message(data, OpCode::Data(Data::Text), true);
+        self.ws.send(Message::Frame(frame)).await.expect("send");
+    }
+
     pub async fn emit(&mut self, name: &str, payload: Value) {
         let frame = format!("42{}{}", self.prefix(), json!([name, payload]));
         self.send_raw(&frame).await;

@@ -279,7 +279,10 @@ impl Conn {
     /// Publishes a relay to the room's subject, with the current event's trace context in
     /// its headers so that every edge's delivery joins the sender's trace.
     pub(super) async fn publish(&self, room: &LocalRoom, relay: &Relay) -> Result<(), Refusal> {
-        let body = Bytes::from(serde_json::to_vec(relay).unwrap_or_default());
+        let body = serde_json::to_vec(relay).map(Bytes::from).map_err(|e| {
+            tracing::error!(error = %e, "relay not encodable");
+            Refusal::new(ErrorCode::Invalid, "relay not encodable")
+        })?;
         let subject = self.edge.rpc.subjects().room_relay(room.code());
         let mut headers = Headers::new();
         p2piano_telemetry::inject_context(&mut headers);
