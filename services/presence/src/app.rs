@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use p2piano_bus::{Bus, BusError};
+use p2piano_clock::Clock;
 use p2piano_config::{Config, DEFAULT_NATS_URL, DEFAULT_PRESENCE_ADMIN_ADDR};
-use p2piano_protocol::{Clock, Subjects};
+use p2piano_protocol::Subjects;
 use p2piano_telemetry::{AdminState, Metrics, Readiness};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

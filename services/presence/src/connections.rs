@@ -36,7 +36,7 @@ impl Presence {
             Some(u) => u,
             None => self.touch_session(&req.session_id).await?.user_id,
         };
-        let key = req.session_id.storage_key();
+        let key = crate::keys::session_key(&req.session_id);
         for attempt in 0..CAS_ATTEMPTS {
             let current = self.conn_or_absent(&key, attempt > 0).await?;
             let same_page = current
@@ -177,7 +177,7 @@ impl Presence {
         if let Some(budget) = req.budget.clone() {
             self.keep_budget(&req.session_id, budget).await;
         }
-        let key = req.session_id.storage_key();
+        let key = crate::keys::session_key(&req.session_id);
         let is_it = |r: &ConnRecord| r.edge_id == req.edge_id && r.conn_id == req.conn_id;
         if req.leave {
             let left = self.leave_now(&key, is_it).await?;

@@ -17,6 +17,7 @@ pub mod app;
 pub mod connections;
 pub mod index;
 pub mod judge;
+pub mod keys;
 pub mod kv;
 pub mod liveness;
 pub mod metrics;

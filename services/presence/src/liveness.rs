@@ -346,7 +346,8 @@ mod tests {
     use std::time::Duration;
 
     use p2piano_bus::Bus;
-    use p2piano_protocol::{Clock, Subjects};
+    use p2piano_clock::Clock;
+    use p2piano_protocol::Subjects;
     use p2piano_telemetry::Metrics;
     use tokio::time::Instant;
 

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use p2piano_bus::Bus;
-use p2piano_protocol::{Clock, ErrorBody, ErrorCode, Subjects, Timestamp};
+use p2piano_clock::Clock;
+use p2piano_protocol::{ErrorBody, ErrorCode, Subjects, Timestamp};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 

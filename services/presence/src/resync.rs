@@ -92,7 +92,7 @@ impl Presence {
 
     /// Makes the record of one socket the edge holds say so.
     async fn assert_socket(&self, edge: &str, s: HeldSocket) -> Result<Asserted, ErrorBody> {
-        let key = s.session_id.storage_key();
+        let key = crate::keys::session_key(&s.session_id);
         for attempt in 0..CAS_ATTEMPTS {
             let current = self.conn_of(&key, attempt > 0).await?;
             let ours = |r: &ConnRecord| r.edge_id == edge && r.conn_id == s.conn_id;

@@ -5,9 +5,10 @@ mod support;
 
 use std::time::Duration;
 
+use p2piano_clock::Clock;
 use p2piano_presence::kv::{BucketConfig, open_jetstream};
 use p2piano_protocol::presence::SessionInfo;
-use p2piano_protocol::{Clock, ErrorCode, PresenceOp};
+use p2piano_protocol::{ErrorCode, PresenceOp};
 use serde_json::json;
 use support::{Harness, Mode};
 
@@ -37,7 +38,7 @@ async fn sessions_expire_when_idle_in_jetstream() {
     let get = json!({"sessionId": s.session_id.expose()});
     let _: SessionInfo = h.presence_ok(PresenceOp::SessionGet, &get).await;
     // Watch the bucket itself (a session_get would refresh the session).
-    let key = s.session_id.storage_key();
+    let key = p2piano_presence::keys::session_key(&s.session_id);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while h.buckets.sessions.get(&key).await.unwrap().is_some() {
         assert!(
@@ -194,7 +195,7 @@ async fn nats_restart_keeps_sessions() {
     .unwrap();
     assert!(
         sessions
-            .get(&s.session_id.storage_key())
+            .get(&p2piano_presence::keys::session_key(&s.session_id))
             .await
             .unwrap()
             .is_some()

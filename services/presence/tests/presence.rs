@@ -83,7 +83,7 @@ async fn sessions_are_created_and_found(h: Harness) {
     assert!(
         h.buckets
             .sessions
-            .get(&s.session_id.storage_key())
+            .get(&p2piano_presence::keys::session_key(&s.session_id))
             .await
             .unwrap()
             .is_some()

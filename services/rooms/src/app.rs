@@ -16,7 +16,7 @@ use crate::metrics::RoomsMetrics;
 use crate::rooms::Rooms;
 use crate::service::RoomsService;
 use crate::store::{MemoryStore, MongoSettings, MongoStore, RoomStore, StoreError};
-use p2piano_protocol::Clock;
+use p2piano_clock::Clock;
 
 /// Why the rooms service could not start.
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,6 @@ pub mod service;
 pub mod store;
 
 pub use app::{AppError, Application};
-pub use p2piano_protocol::Clock;
+pub use p2piano_clock::Clock;
 pub use rooms::Rooms;
 pub use service::RoomsService;

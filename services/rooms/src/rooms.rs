@@ -20,7 +20,7 @@ use p2piano_protocol::{
 use rand::Rng;
 
 use crate::store::{RoomStore, StoreError, StoredRoom, UserProfile};
-use p2piano_protocol::Clock;
+use p2piano_clock::Clock;
 
 /// How many codes `create` tries before giving up with `conflict`. With 31^5 ≈ 28.6 M codes
 /// even a million live rooms collide on a random code 3.5% of the time, so eight tries

@@ -23,5 +23,5 @@ pub use events::{MembersEvent, MembersEventKind};
 pub use presence::SessionId;
 pub use room::{ClientRoom, ClientUser, Participant, Room, RoomSettings, RoomView, SettingsPatch};
 pub use subjects::{PresenceOp, RoomsOp, Subjects};
-pub use time::{Clock, Timestamp};
+pub use time::Timestamp;
 pub use validate::{Color, DisplayName, Instrument, RoomCode, UserId, ValidationError};

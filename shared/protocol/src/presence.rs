@@ -3,11 +3,10 @@
 //!
 //! The session id is a secret: whoever holds it *is* the user. It travels only in the
 //! presence RPCs and is never printed (its `Debug` is redacted and it has no `Display`).
-//! Presence stores sessions under [`SessionId::storage_key`], a SHA-256 digest, so neither
+//! Presence stores sessions under a SHA-256 digest of it (`p2piano_presence::keys`), so neither
 //! the KV buckets nor their NATS subjects ever hold a usable secret.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::budget::BudgetSnapshot;
 use crate::time::Timestamp;
@@ -41,13 +40,6 @@ impl SessionId {
     /// The secret itself, for the cookie or the bearer header only.
     pub fn expose(&self) -> &str {
         &self.0
-    }
-
-    /// Where presence stores this session: hex SHA-256 of the secret. One-way, so a dump of
-    /// the KV buckets does not let anyone act as the user.
-    pub fn storage_key(&self) -> String {
-        let digest = Sha256::digest(self.0.as_bytes());
-        digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -425,19 +417,13 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn session_ids_are_secret_and_hashed() {
+    fn session_ids_are_secret() {
         let a = SessionId::random();
         let b = SessionId::random();
         assert_ne!(a, b);
         assert_eq!(a.expose().len(), 32);
         assert!(SessionId::parse(a.expose()).is_ok());
         assert_eq!(format!("{a:?}"), "SessionId(<redacted>)");
-        assert_eq!(a.storage_key().len(), 64);
-        assert_ne!(a.storage_key(), a.expose());
-        assert_eq!(
-            a.storage_key(),
-            SessionId::parse(a.expose()).unwrap().storage_key()
-        );
         for bad in [
             "",
             "6f9619ff-8b86-d011-b42d-00c04fc964ff",

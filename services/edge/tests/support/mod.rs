@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use p2piano_bus::Bus;
+use p2piano_clock::Clock;
 use p2piano_config::Config;
-use p2piano_protocol::Clock;
 use tokio_util::sync::CancellationToken;
 
 pub use client::SioClient;

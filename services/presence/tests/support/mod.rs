@@ -9,15 +9,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use p2piano_bus::{Bus, Headers, Subscription};
+use p2piano_clock::Clock;
 use p2piano_config::Config;
 use p2piano_edge::presence_link::EdgeLink;
 use p2piano_presence::app::{jetstream_buckets, memory_buckets};
 use p2piano_presence::{Application, Buckets};
 use p2piano_protocol::presence::SessionCreated;
 use p2piano_protocol::rpc::JoinReply;
-use p2piano_protocol::{
-    Clock, ErrorCode, MembersEvent, PresenceOp, Reply, Room, RoomsOp, Subjects,
-};
+use p2piano_protocol::{ErrorCode, MembersEvent, PresenceOp, Reply, Room, RoomsOp, Subjects};
 use p2piano_rooms::store::{MemoryStore, MongoSettings, MongoStore, RoomStore};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
