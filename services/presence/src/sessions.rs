@@ -69,7 +69,7 @@ impl Presence {
     /// holds the budgets there), so failures are logged and not returned.
     #[tracing::instrument(skip_all)]
     pub(crate) async fn keep_budget(&self, id: &SessionId, budget: BudgetSnapshot) {
-        let key = crate::keys::session_key(&id);
+        let key = crate::keys::session_key(id);
         for _ in 0..CAS_ATTEMPTS {
             let entry = match self.buckets.sessions.get(&key).await {
                 Ok(Some(entry)) => entry,
@@ -111,7 +111,7 @@ impl Presence {
 
     /// Reads a session and refreshes its expiry when the last refresh is old enough.
     pub(crate) async fn touch_session(&self, id: &SessionId) -> Result<SessionRecord, ErrorBody> {
-        let key = crate::keys::session_key(&id);
+        let key = crate::keys::session_key(id);
         let entry = self
             .buckets
             .sessions
