@@ -34,6 +34,9 @@ mod records;
 mod restarts;
 #[path = "faults/storm.rs"]
 mod storm;
+/// The helpers of the binary's other tests; the fault tests use only some of them.
+#[allow(dead_code)]
+#[path = "it/support/mod.rs"]
 mod support;
 #[path = "faults/traffic.rs"]
 mod traffic;

@@ -61,6 +61,7 @@
 //! # let _ = (url, prefix);
 //! ```
 
+mod modes;
 mod mongo;
 mod names;
 mod nats;

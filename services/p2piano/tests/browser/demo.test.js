@@ -4,7 +4,7 @@
 // the data channel, whichever is open by then), open a WebRTC data channel, and play a note
 // over it.
 //
-// Run by in-netns.sh inside a fresh network namespace, which services/p2piano/tests/browser.rs
+// Run by in-netns.sh inside a fresh network namespace, which services/p2piano/tests/it/browser.rs
 // (or a person, as root) starts with `unshare -n bash in-netns.sh all|cluster`. The ICE
 // candidates must be on loopback or on the namespace's veth pair (10.77.0.0/24), so run by
 // hand outside such a namespace, against running edges, it fails at the ICE check:

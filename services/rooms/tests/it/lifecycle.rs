@@ -1,7 +1,7 @@
 //! The rooms service's life: idle expiry, restart, a dead MongoDB, replicas racing, the
 //! admin HTTP surface, and drain on shutdown.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

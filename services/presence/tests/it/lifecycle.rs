@@ -1,7 +1,7 @@
 //! Presence across time and failures: session expiry, two replicas, a restart mid-grace,
 //! a NATS restart, and the admin surface.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

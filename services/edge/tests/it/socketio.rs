@@ -1,30 +1,15 @@
 //! The Socket.IO surface end to end: two edges and the split services over real NATS and the
 //! MongoDB-wire server (and the same in process), driven by a raw Engine.IO client.
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use support::client::Got;
 use support::{Cluster, Mode, SioClient};
 
-macro_rules! both_modes {
-    ($($case:ident),* $(,)?) => {
-        mod nats {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                super::$case(super::Cluster::start(super::Mode::Nats).await).await
-            })*
-        }
-        mod in_process {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                super::$case(super::Cluster::start(super::Mode::InProcess).await).await
-            })*
-        }
-    };
-}
-
-both_modes!(
+p2piano_testkit::both_modes!(
+    nats: Cluster::start(Mode::Nats).await,
+    in_process: Cluster::start(Mode::InProcess).await;
     join_is_seen_across_edges_and_notes_flow,
     order_holds_for_a_thousand_notes,
     target_outside_the_room_gets_nothing,
@@ -36,30 +21,18 @@ both_modes!(
     service_dialect_commands,
 );
 
-/// The lifecycle of a page, with a grace period far longer than any wait here: a leave
-/// that arrives at all was announced without one.
-macro_rules! both_modes_long_grace {
-    ($($case:ident),* $(,)?) => {
-        mod nats_long_grace {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                super::$case(super::long_grace(super::Mode::Nats).await).await
-            })*
-        }
-        mod in_process_long_grace {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                super::$case(super::long_grace(super::Mode::InProcess).await).await
-            })*
-        }
-    };
-}
+/// The cases that need a grace period longer than any of their waits.
+mod with_long_grace {
+    use super::*;
 
-both_modes_long_grace!(
-    a_page_that_closes_leaves_at_once,
-    a_new_page_of_a_member_in_grace_is_a_leave_then_a_join,
-    a_lost_transport_keeps_the_grace_and_the_same_page_returns_silently,
-);
+    p2piano_testkit::both_modes!(
+        nats: long_grace(Mode::Nats).await,
+        in_process: long_grace(Mode::InProcess).await;
+        a_page_that_closes_leaves_at_once,
+        a_new_page_of_a_member_in_grace_is_a_leave_then_a_join,
+        a_lost_transport_keeps_the_grace_and_the_same_page_returns_silently,
+    );
+}
 
 /// A cluster whose grace period (60 s) outlasts every wait of a test ([`support::WAIT`]).
 async fn long_grace(mode: Mode) -> Cluster {

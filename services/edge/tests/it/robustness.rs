@@ -1,7 +1,7 @@
 //! Bad input, slow consumers and drains: the failure paths of the Socket.IO gateway, on two
 //! edges over real NATS and the MongoDB-wire server and (where one edge suffices) in process.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -10,24 +10,9 @@ use serde_json::{Value, json};
 use support::client::Got;
 use support::{Cluster, Mode, SioClient};
 
-macro_rules! both_modes {
-    ($($case:ident),* $(,)?) => {
-        mod nats {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                super::$case(super::Mode::Nats).await
-            })*
-        }
-        mod in_process {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                super::$case(super::Mode::InProcess).await
-            })*
-        }
-    };
-}
-
-both_modes!(
+p2piano_testkit::both_modes!(
+    nats: Mode::Nats,
+    in_process: Mode::InProcess;
     silent_clients_are_dropped,
     protocol_violations_close_only_the_offending_socket,
     bad_events_are_refused_and_the_socket_stays,

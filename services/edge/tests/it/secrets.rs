@@ -2,7 +2,7 @@
 //! deployment (and on the reply inboxes) during a whole session's life sees it only in
 //! requests to `<prefix>.rpc.presence.*`, and never in what members receive.
 
-mod support;
+use crate::support;
 
 use futures::StreamExt;
 use p2piano_bus::Bus;

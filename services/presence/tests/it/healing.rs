@@ -3,7 +3,7 @@
 //! socket presence lost track of is found by the digest in the heartbeats; and the KV
 //! round trips of a connect and a disconnect stay at one each.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,24 +18,9 @@ use serde_json::{Value, json};
 use support::{Harness, Mode};
 use tokio_util::sync::CancellationToken;
 
-macro_rules! both_modes {
-    ($($case:ident),* $(,)?) => {
-        mod nats {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                super::$case(super::Harness::start(super::Mode::Nats).await).await
-            })*
-        }
-        mod in_process {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                super::$case(super::Harness::start(super::Mode::InProcess).await).await
-            })*
-        }
-    };
-}
-
-both_modes!(
+p2piano_testkit::both_modes!(
+    nats: Harness::start(Mode::Nats).await,
+    in_process: Harness::start(Mode::InProcess).await;
     a_false_death_ends_when_the_edge_is_heard_again,
     members_left_by_a_false_death_are_put_back,
     resync_retires_what_the_edge_no_longer_holds,

@@ -4,7 +4,7 @@
 //! limits (room-code guessing, session and socket floods), slow handshakes, and hostile
 //! JSON and framing. Each test fails when the protection it names is removed.
 
-mod support;
+use crate::support;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -18,24 +18,10 @@ use support::{Cluster, Mode, SioClient, request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-macro_rules! both_modes {
-    ($($case:ident),* $(,)?) => {
-        mod nats {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                super::$case(super::Mode::Nats).await
-            })*
-        }
-        mod in_process {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                super::$case(super::Mode::InProcess).await
-            })*
-        }
-    };
-}
-
-both_modes!(injection_into_another_room_reaches_nobody);
+p2piano_testkit::both_modes!(
+    nats: Mode::Nats,
+    in_process: Mode::InProcess;
+injection_into_another_room_reaches_nobody);
 
 macro_rules! in_process {
     ($($case:ident),* $(,)?) => {

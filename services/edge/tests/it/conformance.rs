@@ -2,7 +2,7 @@
 //! against two edges and the split services over real NATS and the MongoDB-wire server.
 //! `make test` installs the npm packages first (`make test-deps`).
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Stdio;

@@ -1,8 +1,6 @@
 //! Helpers for tests that run the `p2piano` binary: spawn it with a clean environment, read
 //! its log lines as they come, wait for one, and send it SIGTERM.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output};
 use std::sync::mpsc;
@@ -216,6 +214,29 @@ impl Cluster {
         let mut c = Command::new(repo().join("tools/cluster").join(name));
         c.envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
         c
+    }
+
+    /// The services `up.sh` started, by name (its pid files), with their pids.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        let Ok(dir) = std::fs::read_dir(self.run.path().join("pids")) else {
+            return Vec::new();
+        };
+        dir.map_while(Result::ok)
+            .filter_map(|e| {
+                let pid = std::fs::read_to_string(e.path())
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some((e.file_name().to_string_lossy().into_owned(), pid))
+            })
+            .collect()
+    }
+
+    /// Runs `make down` (down.sh) now; dropping the cluster runs it again, which then finds
+    /// nothing to stop.
+    pub fn down(&self) -> Output {
+        self.script("down.sh").output().unwrap()
     }
 
     /// The last `n` lines of every service's log, for a failure message.

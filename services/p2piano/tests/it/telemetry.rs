@@ -7,11 +7,11 @@
 //! - Every service's `/metrics` moves with the traffic: events in and out by name, rate-limit
 //!   hits, bus request and MongoDB latency, requests per operation.
 
-mod support;
+use crate::support;
 
 /// The edge tests' raw Engine.IO/Socket.IO client (it reads [`WAIT`] from here).
 #[allow(dead_code)]
-#[path = "../../edge/tests/support/client.rs"]
+#[path = "../../../edge/tests/it/support/client.rs"]
 mod client;
 
 use std::collections::HashMap;

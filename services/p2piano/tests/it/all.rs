@@ -2,7 +2,7 @@
 //! that it runs on the in-process bus and memory stores, serves the whole HTTP surface and the
 //! demo page on one port, and stops cleanly on SIGTERM; given NATS and MongoDB it runs on them.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 

@@ -2,7 +2,7 @@
 //! name the variable, `p2piano rooms` serving and stopping cleanly on SIGTERM, and
 //! `p2piano sub` / `p2piano request` showing the bus traffic as JSON.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 

@@ -3,30 +3,15 @@
 //! errors and the OpenAPI document, over the split deployment (two edges, real NATS) and in
 //! process.
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use support::client::Got;
 use support::{Cluster, HttpResponse, Mode, SioClient, request};
 
-macro_rules! both_modes {
-    ($($case:ident),* $(,)?) => {
-        mod nats {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                super::$case(super::Cluster::start(super::Mode::Nats).await).await
-            })*
-        }
-        mod in_process {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                super::$case(super::Cluster::start(super::Mode::InProcess).await).await
-            })*
-        }
-    };
-}
-
-both_modes!(
+p2piano_testkit::both_modes!(
+    nats: Cluster::start(Mode::Nats).await,
+    in_process: Cluster::start(Mode::InProcess).await;
     health_and_metrics,
     sessions_and_cookies,
     service_dialect_rooms,

@@ -6,7 +6,7 @@
 //! and the rest are closed at once, `/health` and `/health/ready` answer throughout, and the
 //! body deadline closes the stalled requests with 408.
 
-mod support;
+use crate::support;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};

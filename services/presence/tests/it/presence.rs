@@ -5,7 +5,7 @@
 //! "Nothing happened" is shown by a marker: a later departure whose leave must be the next
 //! event, since a leave that was going to happen would have come first.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
@@ -15,24 +15,9 @@ use p2piano_protocol::{ErrorCode, PresenceOp, Reply, SessionId};
 use serde_json::{Value, json};
 use support::{Harness, Mode};
 
-macro_rules! both_modes {
-    ($($case:ident),* $(,)?) => {
-        mod nats {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                super::$case(super::Harness::start(super::Mode::Nats).await).await
-            })*
-        }
-        mod in_process {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                super::$case(super::Harness::start(super::Mode::InProcess).await).await
-            })*
-        }
-    };
-}
-
-both_modes!(
+p2piano_testkit::both_modes!(
+    nats: Harness::start(Mode::Nats).await,
+    in_process: Harness::start(Mode::InProcess).await;
     sessions_are_created_and_found,
     replace_tells_the_old_edge_and_leaves_nobody,
     reconnect_within_grace_is_not_a_leave,

@@ -2,7 +2,7 @@
 //! memory store, and the rules that need direct store access: forced duplicate codes and
 //! concurrent joins.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -3,30 +3,15 @@
 //! room: settings changes, moving between rooms, events crossing from one dialect to the
 //! other.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::client::Got;
 use support::{Cluster, Mode, SioClient};
 
-macro_rules! both_modes {
-    ($($case:ident),* $(,)?) => {
-        mod nats {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                super::$case(super::Cluster::start(super::Mode::Nats).await).await
-            })*
-        }
-        mod in_process {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                super::$case(super::Cluster::start(super::Mode::InProcess).await).await
-            })*
-        }
-    };
-}
-
-both_modes!(
+p2piano_testkit::both_modes!(
+    nats: Cluster::start(Mode::Nats).await,
+    in_process: Cluster::start(Mode::InProcess).await;
     every_client_event_reaches_only_its_targets,
     oversize_and_foreign_payloads_are_refused_to_the_sender,
     dialects_meet_in_one_room,

@@ -1,7 +1,7 @@
 //! Every rooms RPC and its failures, run against both deployments: real NATS + the
 //! MongoDB-wire server, and the in-process bus + memory store.
 
-mod support;
+use crate::support;
 
 use p2piano_protocol::rpc::{JoinReply, LeaveReply, UpdateUserReply};
 use p2piano_protocol::validate::PALETTE;
@@ -9,24 +9,9 @@ use p2piano_protocol::{ErrorCode, MembersEventKind, Reply, Room, RoomCode, Rooms
 use serde_json::json;
 use support::{Harness, Mode, uid};
 
-macro_rules! both_modes {
-    ($($case:ident),* $(,)?) => {
-        mod nats_mongo {
-            $(#[tokio::test]
-            async fn $case() {
-                super::$case(super::Harness::start(super::Mode::NatsMongo).await).await
-            })*
-        }
-        mod in_process {
-            $(#[tokio::test]
-            async fn $case() {
-                super::$case(super::Harness::start(super::Mode::InProcess).await).await
-            })*
-        }
-    };
-}
-
-both_modes!(
+p2piano_testkit::both_modes!(
+    nats: Harness::start(Mode::NatsMongo).await,
+    in_process: Harness::start(Mode::InProcess).await;
     create_and_get,
     create_with_settings_and_bad_input,
     get_unknown_and_invalid_codes,

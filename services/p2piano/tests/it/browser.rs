@@ -17,7 +17,7 @@
 //! veth pair (`unshare -n` needs root, or CAP_SYS_ADMIN and CAP_NET_ADMIN); in CI (`CI` set)
 //! any of the latter fails the test instead, since a skip there would hide that it never ran.
 
-mod support;
+use crate::support;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,13 @@
+//! The integration tests of the edge crate, in one binary: one build, one set of shared
+//! test servers, and support code that every module can use without being compiled again
+//! for each test file. Run one module with `cargo test -p p2piano-edge --test it <module>::`.
+
+mod support;
+
+mod conformance;
+mod http;
+mod relay;
+mod robustness;
+mod secrets;
+mod security;
+mod socketio;
