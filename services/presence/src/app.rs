@@ -180,24 +180,14 @@ impl Application {
 
     /// Serves until `shutdown`, then drains and stops the admin server.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
-        let admin_stop = CancellationToken::new();
-        let admin = tokio::spawn(p2piano_telemetry::serve_admin(
+        p2piano_telemetry::serve_with_admin(
             self.admin,
             self.admin_state,
-            admin_stop.clone(),
-        ));
-        let draining = self.draining.clone();
-        let watch = shutdown.clone();
-        tokio::spawn(async move {
-            watch.cancelled().await;
-            draining.store(true, Ordering::Relaxed);
-        });
-        self.service.serve(shutdown).await;
-        admin_stop.cancel();
-        match admin.await {
-            Ok(r) => r?,
-            Err(e) => tracing::warn!(error = %e, "admin server task failed"),
-        }
+            self.draining,
+            shutdown.clone(),
+            self.service.serve(shutdown),
+        )
+        .await?;
         Ok(())
     }
 }

@@ -39,7 +39,7 @@ pub use metrics::Metrics;
 pub use options::TelemetryOptions;
 pub use propagation::{inject_context, install_propagator, set_parent_from};
 pub use readiness::{AlwaysReady, Readiness};
-pub use serve::serve_admin;
+pub use serve::{serve_admin, serve_with_admin};
 
 /// Target of spans that exist only for the exported trace, such as the per-message spans of
 /// the edge (`tracing::info_span!(target: p2piano_telemetry::TRACE_TARGET, "edge.deliver")`).

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::future::BoxFuture;
 use p2piano_telemetry::prometheus_client::metrics::counter::Counter;
-use p2piano_telemetry::{AdminState, AlwaysReady, Metrics, Readiness, serve_admin};
+use p2piano_telemetry::{
+    AdminState, AlwaysReady, Metrics, Readiness, serve_admin, serve_with_admin,
+};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -111,5 +113,63 @@ async fn cancelling_stops_the_server() {
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "listener closed"
+    );
+}
+
+/// Readiness that is the draining flag itself, as a service's would read it.
+struct Draining(Arc<AtomicBool>);
+
+impl Readiness for Draining {
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            if self.0.load(Ordering::SeqCst) {
+                Err("draining".to_owned())
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_admin_listener_answers_until_the_service_has_drained() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let draining = Arc::new(AtomicBool::new(false));
+    let shutdown = CancellationToken::new();
+    let (release, drained) = tokio::sync::oneshot::channel::<()>();
+    let service = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            // The drain: it ends when the test says so.
+            let _ = drained.await;
+        }
+    };
+    let run = tokio::spawn(serve_with_admin(
+        listener,
+        AdminState {
+            metrics: Metrics::new("p2piano"),
+            readiness: Arc::new(Draining(draining.clone())),
+        },
+        draining.clone(),
+        shutdown.clone(),
+        service,
+    ));
+    assert_eq!(common::get(addr, "/health/ready").await.status(), 200);
+    shutdown.cancel();
+    while !draining.load(Ordering::SeqCst) {
+        tokio::task::yield_now().await;
+    }
+    // Draining: not ready, but health and metrics still answer while the service drains.
+    assert_eq!(common::get(addr, "/health/ready").await.status(), 503);
+    assert_eq!(common::get(addr, "/health/live").await.status(), 200);
+    assert_eq!(common::get(addr, "/metrics").await.status(), 200);
+    assert!(!run.is_finished());
+    release.send(()).unwrap();
+    run.await.unwrap().unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the admin listener stops once the service has drained"
     );
 }
