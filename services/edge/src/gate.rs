@@ -20,10 +20,6 @@ use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::gauge::Gauge;
 
-/// Connections one address may hold at once, by default: a classroom of 30 behind one NAT
-/// holds about 30 sockets plus a few short HTTP connections each while pages load.
-pub const DEFAULT_MAX_PER_IP: usize = 256;
-
 /// Descriptors kept out of the global cap whatever the limit: NATS connections, the
 /// admin listener and its scrapes, the health checks of a balancer, the log.
 const HEADROOM_MIN: usize = 64;
@@ -82,7 +78,9 @@ pub struct Pass {
 /// socket into its task, so that a socket keeps both for its life.
 #[derive(Clone, Debug)]
 pub struct Places {
-    /// The connection's place.
+    /// The connection's place, held (never read) so that it is given back when the last
+    /// holder, the request or the socket it became, ends.
+    #[expect(dead_code, reason = "held for its Drop, which gives the place back")]
     pub connection: Arc<Pass>,
     /// The proxied client's place under its address's cap.
     pub client: Option<Arc<Pass>>,

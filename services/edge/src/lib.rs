@@ -16,19 +16,22 @@
 //! - [`edge`], [`app`]: shared state, start-up, control from presence, drain.
 
 pub mod app;
-pub mod dialect;
-pub mod edge;
+mod dialect;
+mod edge;
 pub mod events;
-pub mod fanout;
-pub mod gate;
-pub mod http;
-pub mod metrics;
+mod fanout;
+mod gate;
+mod http;
+mod metrics;
 pub mod presence_link;
-pub mod proxy;
-pub mod rpc;
-pub mod security;
-pub mod serve;
+mod proxy;
+mod rpc;
+mod security;
+mod serve;
 pub mod sio;
-pub mod socket;
+mod socket;
 
 pub use app::{AppError, Application};
+pub use edge::SocketSettings;
+pub use http::CookieSigner;
+pub use http::rooms::SettingsBody;

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2piano_edge::http::rooms::SettingsBody;
+use p2piano_edge::SettingsBody;
 use p2piano_protocol::validate::{MAX_PARTICIPANTS_LIMIT, ROOM_NAME_MAX};
 use p2piano_protocol::{RoomSettings, SettingsPatch};
 

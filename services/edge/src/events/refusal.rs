@@ -64,7 +64,7 @@ mod tests {
 
     use super::Refusal;
     use crate::dialect::Dialect;
-    use crate::http::ApiError;
+    use crate::http::error::ApiError;
 
     /// The payload of an encoded `42<ns>,[name, payload]` frame.
     fn payload(frame: &str) -> Value {

@@ -47,9 +47,6 @@ pub enum ApiError {
     /// A service behind the edge cannot be reached now (503 with `Retry-After`).
     #[error("{0}")]
     Unavailable(String),
-    /// A bug or an unexpected reply: logged in full, answered with a generic 500.
-    #[error("internal error: {0}")]
-    Internal(String),
 }
 
 /// Whole seconds to wait, at least one (a `Retry-After: 0` invites a busy loop).
@@ -70,9 +67,7 @@ impl ApiError {
             ApiError::TooLarge(_) => Some(ErrorCode::TooLarge),
             ApiError::RateLimited(_) => Some(ErrorCode::RateLimited),
             ApiError::Unavailable(_) => Some(ErrorCode::Unavailable),
-            ApiError::BodyTimeout | ApiError::UnsupportedMediaType(_) | ApiError::Internal(_) => {
-                None
-            }
+            ApiError::BodyTimeout | ApiError::UnsupportedMediaType(_) => None,
         }
     }
 
@@ -109,13 +104,7 @@ impl From<ErrorBody> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = match &self {
-            ApiError::Internal(detail) => {
-                tracing::error!(detail = %detail, "internal error answered with 500");
-                "Internal server error".to_owned()
-            }
-            other => other.to_string(),
-        };
+        let message = self.to_string();
         let body = match &self {
             ApiError::ClientRoomNotFound => json!({"statusCode": 404, "message": message}),
             _ => json!({
@@ -156,18 +145,6 @@ mod tests {
         assert_eq!(retry_secs(Duration::from_millis(1)), 1);
         assert_eq!(retry_secs(Duration::from_secs(3)), 3);
         assert_eq!(retry_secs(Duration::from_millis(3001)), 4);
-    }
-
-    #[tokio::test]
-    async fn internal_details_are_not_sent() {
-        let r = ApiError::Internal("mongo: connection refused at 10.0.0.3".into()).into_response();
-        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let body = axum::body::to_bytes(r.into_body(), 4096).await.unwrap();
-        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(
-            body,
-            json!({"statusCode": 500, "error": "Internal Server Error", "message": "Internal server error"})
-        );
     }
 
     #[tokio::test]

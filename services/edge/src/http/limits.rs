@@ -101,18 +101,14 @@ impl HttpLimits {
         }
     }
 
-    /// Sessions × classes with a window held now (for tests and metrics).
+    /// Sessions × classes with a window held now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.table
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .windows
             .len()
-    }
-
-    /// Whether no window is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -23,10 +23,9 @@ use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-pub use error::ApiError;
 pub use headers::apply_layers;
-pub use limits::{HttpClass, HttpLimits, IpLimits};
-pub use session::{CookieSigner, HttpSession, SESSION_COOKIE, SessionAuth};
+pub use limits::{HttpLimits, IpLimits};
+pub use session::{CookieSigner, SessionAuth};
 
 use crate::metrics::EdgeMetrics;
 use crate::rpc::Rpc;

@@ -41,6 +41,7 @@ pub struct Handshake {
     pub ip: IpAddr,
     /// The socket's places under the edge's connection caps, held for its life (`None`
     /// where the router runs without the accept loop).
+    #[expect(dead_code, reason = "held for its Drop, which gives the places back")]
     pub places: Option<crate::gate::Places>,
 }
 

@@ -186,14 +186,6 @@ impl Limits {
             .map(|t| t.duration_since(now))
     }
 
-    /// Whether the buckets are as good as new at `now`: every class refilled, no abuse
-    /// streak, no cool-down. Such a session's entry can go.
-    pub fn is_fresh(&self, now: Instant) -> bool {
-        self.cool_down_left(now).is_none()
-            && self.exceeding_since.is_none()
-            && ALL.iter().all(|c| self.spent_at(*c, now) == 0)
-    }
-
     /// Thousandths of an event of `class` spent below a full bucket at `now`.
     fn spent_at(&self, class: Class, now: Instant) -> u64 {
         let (limit, per) = class.budget();

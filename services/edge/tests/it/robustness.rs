@@ -5,7 +5,7 @@ use crate::support;
 
 use std::time::Duration;
 
-use p2piano_edge::edge::SocketSettings;
+use p2piano_edge::SocketSettings;
 use serde_json::{Value, json};
 use support::client::Got;
 use support::{Cluster, Mode, SioClient};

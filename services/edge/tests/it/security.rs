@@ -9,8 +9,8 @@ use crate::support;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use p2piano_edge::edge::SocketSettings;
-use p2piano_edge::http::CookieSigner;
+use p2piano_edge::CookieSigner;
+use p2piano_edge::SocketSettings;
 use p2piano_protocol::SessionId;
 use serde_json::{Value, json};
 use support::client::Got;

@@ -36,7 +36,7 @@ pub struct Cluster {
     pub edges: Vec<u16>,
     /// Their admin ports (health and `/metrics`).
     pub admins: Vec<u16>,
-    settings: p2piano_edge::edge::SocketSettings,
+    settings: p2piano_edge::SocketSettings,
     stops: Vec<CancellationToken>,
     edge_stops: Vec<CancellationToken>,
     edge_tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -65,18 +65,18 @@ pub fn config(name: &str, nats: Option<String>) -> Config {
 
 impl Cluster {
     pub async fn start(mode: Mode) -> Self {
-        Self::start_with(mode, p2piano_edge::edge::SocketSettings::default()).await
+        Self::start_with(mode, p2piano_edge::SocketSettings::default()).await
     }
 
     /// A cluster whose edges use `settings` (small queues, short timeouts).
-    pub async fn start_with(mode: Mode, settings: p2piano_edge::edge::SocketSettings) -> Self {
+    pub async fn start_with(mode: Mode, settings: p2piano_edge::SocketSettings) -> Self {
         Self::start_configured(mode, settings, |_| {}).await
     }
 
     /// A cluster whose configuration `tweak` changes after the test defaults (limits, TTLs).
     pub async fn start_configured(
         mode: Mode,
-        settings: p2piano_edge::edge::SocketSettings,
+        settings: p2piano_edge::SocketSettings,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
         let name = p2piano_testkit::unique_name("edge");
