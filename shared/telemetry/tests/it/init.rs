@@ -1,7 +1,7 @@
 //! `init` with OTLP export to a fake collector. Its own test binary, because it installs
 //! the process-wide subscriber.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The admin routes over a real socket.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
