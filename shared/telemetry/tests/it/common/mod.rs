@@ -1,6 +1,5 @@
 //! A tiny HTTP/1.1 client and server for tests, to avoid an HTTP client dependency.
 
-
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
