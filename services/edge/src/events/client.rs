@@ -6,9 +6,8 @@ use p2piano_protocol::UserId;
 use serde_json::{Map, Value};
 
 use super::{
-    Action, Event, Handling, MAX_BPM, MAX_LATENCY_BYTES, MAX_SIGNAL_BYTES, MAX_SYNC_MESSAGE,
-    MAX_TICK_TYPE, MIN_BPM, Refusal, json_fits, opt_color, opt_display_name, opt_instrument,
-    parse_targets,
+    Action, Event, Handling, MAX_BPM, MAX_LATENCY_BYTES, MAX_SYNC_MESSAGE, MAX_TICK_TYPE, MIN_BPM,
+    Refusal, json_fits, opt_color, opt_display_name, opt_instrument, parse_targets,
 };
 
 fn int_in(obj: &Map<String, Value>, field: &str, min: u64, max: u64) -> Result<Value, Refusal> {
@@ -96,23 +95,7 @@ pub fn parse(name: &str, payload: Option<Value>, me: &UserId) -> Result<Action, 
         return Err(Refusal::invalid(format!("{name} needs an object payload")));
     };
     match event.handling() {
-        Handling::Signal => {
-            let to = obj
-                .get("userId")
-                .and_then(Value::as_str)
-                .and_then(|s| UserId::parse(s).ok())
-                .ok_or_else(|| Refusal::invalid("userId must be the target's user id"))?;
-            let signal = obj
-                .remove("signalData")
-                .filter(Value::is_object)
-                .ok_or_else(|| Refusal::invalid("signalData must be an object"))?;
-            if !json_fits(&signal, MAX_SIGNAL_BYTES) {
-                return Err(Refusal::too_large(format!(
-                    "signalData must be at most {MAX_SIGNAL_BYTES} bytes"
-                )));
-            }
-            Ok(Action::Signal { to, signal })
-        }
+        Handling::Signal => super::signal(&mut obj, "userId", "the target's user id", "signalData"),
         Handling::UpdateUser => {
             if let Some(claimed) = obj.get("userId").filter(|v| !v.is_null()) {
                 let own = claimed

@@ -163,6 +163,32 @@ pub fn opt_instrument(v: Option<&Value>) -> Result<Option<Instrument>, Refusal> 
     }
 }
 
+/// A WebRTC signal: the target's user id in field `target` (described as `target_is` in
+/// the refusal), the signal object in field `data`, at most [`MAX_SIGNAL_BYTES`]. The
+/// dialects name the fields differently and nothing else.
+pub fn signal(
+    obj: &mut serde_json::Map<String, Value>,
+    target: &str,
+    target_is: &str,
+    data: &str,
+) -> Result<Action, Refusal> {
+    let to = obj
+        .get(target)
+        .and_then(Value::as_str)
+        .and_then(|s| UserId::parse(s).ok())
+        .ok_or_else(|| Refusal::invalid(format!("{target} must be {target_is}")))?;
+    let signal = obj
+        .remove(data)
+        .filter(Value::is_object)
+        .ok_or_else(|| Refusal::invalid(format!("{data} must be an object")))?;
+    if !json_fits(&signal, MAX_SIGNAL_BYTES) {
+        return Err(Refusal::too_large(format!(
+            "{data} must be at most {MAX_SIGNAL_BYTES} bytes"
+        )));
+    }
+    Ok(Action::Signal { to, signal })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +202,76 @@ mod tests {
         assert!(!json_fits(&v, len - 1));
         assert!(json_fits(&json!(null), 4));
         assert!(!json_fits(&json!(null), 3));
+    }
+
+    #[test]
+    fn signals_are_read_the_same_way_in_both_dialects() {
+        let me = UserId::parse("11111111-1111-4111-8111-111111111111").unwrap();
+        let to = "22222222-2222-4222-8222-222222222222";
+        let big = "x".repeat(MAX_SIGNAL_BYTES);
+        let cases = [
+            (
+                client::parse(
+                    "SIGNAL",
+                    Some(json!({"userId": to, "signalData": {"sdp": "v=0"}})),
+                    &me,
+                ),
+                service::parse(
+                    "webrtc-signal",
+                    Some(json!({"to": to, "signal": {"sdp": "v=0"}})),
+                ),
+                None,
+            ),
+            (
+                client::parse(
+                    "SIGNAL",
+                    Some(json!({"userId": "nobody", "signalData": {}})),
+                    &me,
+                ),
+                service::parse("webrtc-signal", Some(json!({"to": 7, "signal": {}}))),
+                Some((
+                    "userId must be the target's user id",
+                    "to must be a user id",
+                )),
+            ),
+            (
+                client::parse(
+                    "SIGNAL",
+                    Some(json!({"userId": to, "signalData": "sdp"})),
+                    &me,
+                ),
+                service::parse("webrtc-signal", Some(json!({"to": to}))),
+                Some(("signalData must be an object", "signal must be an object")),
+            ),
+        ];
+        for (web, svc, refused) in cases {
+            match refused {
+                None => {
+                    for action in [web, svc] {
+                        match action {
+                            Ok(Action::Signal { to: target, signal }) => {
+                                assert_eq!(target.as_str(), to);
+                                assert_eq!(signal, json!({"sdp": "v=0"}));
+                            }
+                            other => panic!("{other:?}"),
+                        }
+                    }
+                }
+                Some((web_says, svc_says)) => {
+                    assert_eq!(web.unwrap_err().message, web_says);
+                    assert_eq!(svc.unwrap_err().message, svc_says);
+                }
+            }
+        }
+        let oversize = service::parse(
+            "webrtc-signal",
+            Some(json!({"to": to, "signal": {"sdp": big}})),
+        );
+        let refusal = oversize.unwrap_err();
+        assert_eq!(refusal.code, p2piano_protocol::ErrorCode::TooLarge);
+        assert_eq!(
+            refusal.message,
+            format!("signal must be at most {MAX_SIGNAL_BYTES} bytes")
+        );
     }
 }

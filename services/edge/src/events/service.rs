@@ -1,13 +1,13 @@
 //! The service dialect's commands (namespace `/`), validated into actions. Payloads are
 //! taken by value, so that a relayed `data` or `signal` is moved, never copied.
 
-use p2piano_protocol::{RoomCode, UserId};
+use p2piano_protocol::RoomCode;
 use serde_json::{Map, Value};
 
 use super::client::relay_data;
 use super::{
-    Action, Event, Handling, MAX_PEER_DATA_BYTES, MAX_PEER_TYPE, MAX_SIGNAL_BYTES, Refusal,
-    json_fits, opt_color, opt_display_name, opt_instrument, parse_targets,
+    Action, Event, Handling, MAX_PEER_DATA_BYTES, MAX_PEER_TYPE, Refusal, json_fits, opt_color,
+    opt_display_name, opt_instrument, parse_targets,
 };
 use crate::dialect::Dialect;
 use crate::socket::limits::Class;
@@ -41,23 +41,7 @@ pub fn parse(name: &str, payload: Option<Value>) -> Result<Action, Refusal> {
             color: opt_color(obj.get("color"))?,
             instrument: opt_instrument(obj.get("instrument"))?,
         }),
-        Handling::Signal => {
-            let to = obj
-                .get("to")
-                .and_then(Value::as_str)
-                .and_then(|s| UserId::parse(s).ok())
-                .ok_or_else(|| Refusal::invalid("to must be a user id"))?;
-            let signal = obj
-                .remove("signal")
-                .filter(Value::is_object)
-                .ok_or_else(|| Refusal::invalid("signal must be an object"))?;
-            if !json_fits(&signal, MAX_SIGNAL_BYTES) {
-                return Err(Refusal::too_large(format!(
-                    "signal must be at most {MAX_SIGNAL_BYTES} bytes"
-                )));
-            }
-            Ok(Action::Signal { to, signal })
-        }
+        Handling::Signal => super::signal(&mut obj, "to", "a user id", "signal"),
         Handling::PeerMessage => {
             let kind = match obj.remove("type") {
                 Some(Value::String(t)) if !t.is_empty() && t.chars().count() <= MAX_PEER_TYPE => t,
