@@ -75,4 +75,4 @@ pub use mongo::MongoServer;
 pub use names::unique_name;
 pub use nats::NatsServer;
 pub use shared::{mongo_uri, nats_url};
-pub use wait::{CONDITION_DEADLINE, http_get, wait_until};
+pub use wait::{CONDITION_DEADLINE, http_get, wait_until, wait_until_within};

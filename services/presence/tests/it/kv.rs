@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use p2piano_presence::kv::{BucketConfig, Entry, KvBucket, KvError, MemoryBucket, open_jetstream};
-use p2piano_testkit::NatsServer;
+use p2piano_testkit::{NatsServer, wait_until_within};
 use tokio::time::Instant;
 
 /// Operation timeout for the JetStream buckets of the suite: generous, the suite is about
@@ -47,26 +47,6 @@ fn memory_bucket(max_age: Option<Duration>) -> Arc<dyn KvBucket> {
 /// `Bytes` from a string, for brevity.
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
-}
-
-/// Waits until `cond` holds, polling, and panics after `deadline`.
-async fn wait_until<F, Fut>(deadline: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let end = Instant::now() + deadline;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            Instant::now() < end,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        // Poll interval of this wait-until loop, not a wait in itself.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// `keys()`, sorted.
@@ -431,7 +411,7 @@ async fn jetstream_max_age_expiry() {
     let kv = jetstream_bucket(Some(max_age)).await;
     let revision = kv.create("a", b("a")).await.unwrap();
     let written = Instant::now();
-    wait_until(Duration::from_secs(30), "the entry to expire", || {
+    wait_until_within("the entry to expire", Duration::from_secs(30), || {
         let kv = kv.clone();
         async move { kv.get("a").await.unwrap().is_none() }
     })
@@ -470,9 +450,9 @@ async fn jetstream_survives_nats_restart() {
         server.restart().expect("restart the nats-server");
     });
     // The client reconnects by itself; the bucket handle is reused as is.
-    wait_until(
-        Duration::from_secs(30),
+    wait_until_within(
         "the bucket to answer again",
+        Duration::from_secs(30),
         || {
             let kv = kv.clone();
             async move { kv.get("a").await.is_ok() }

@@ -90,18 +90,6 @@ pub(crate) fn text(msg: &Message) -> &str {
     std::str::from_utf8(&msg.payload).expect("utf-8 payload")
 }
 
-/// Polls `condition` every 10 ms until it holds, failing the test after `within`.
-pub(crate) async fn wait_until(what: &str, within: Duration, condition: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {within:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         mod nats {

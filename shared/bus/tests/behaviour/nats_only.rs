@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use p2piano_bus::{Bus, BusErrorKind};
-use p2piano_testkit::NatsServer;
+use p2piano_testkit::{NatsServer, wait_until_within};
 
-use crate::{recv, text, wait_until};
+use crate::{recv, text};
 
 #[tokio::test]
 async fn connect_to_closed_port_fails_fast_with_disconnected() {
@@ -44,8 +44,9 @@ async fn subscription_survives_server_restart() {
         server
     })
     .await;
-    wait_until("the bus notices", Duration::from_secs(10), || {
-        !bus.is_connected()
+    wait_until_within("the bus notices", Duration::from_secs(10), || {
+        let bus = &bus;
+        async move { !bus.is_connected() }
     })
     .await;
     let flushed = bus.flush().await;
@@ -60,8 +61,9 @@ async fn subscription_survives_server_restart() {
     })
     .await;
     // The client retries with a backoff of at most 4 s.
-    wait_until("the bus reconnects", Duration::from_secs(30), || {
-        bus.is_connected()
+    wait_until_within("the bus reconnects", Duration::from_secs(30), || {
+        let bus = &bus;
+        async move { bus.is_connected() }
     })
     .await;
 
