@@ -67,6 +67,7 @@ mod names;
 mod nats;
 mod process;
 mod shared;
+pub mod sio;
 #[cfg(test)]
 mod tests;
 mod wait;

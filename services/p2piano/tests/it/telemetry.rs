@@ -9,10 +9,6 @@
 
 use crate::support;
 
-/// The edge tests' raw Engine.IO/Socket.IO client (it reads [`WAIT`] from here).
-#[allow(dead_code)]
-#[path = "../../../edge/tests/it/support/client.rs"]
-mod client;
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -23,7 +19,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use client::{Got, SioClient};
+use p2piano_testkit::sio::{Got, SioClient};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };

@@ -5,7 +5,7 @@
 
 #![allow(dead_code, missing_docs, unused_imports)]
 
-pub mod client;
+pub use p2piano_testkit::sio as client;
 pub mod http;
 
 use std::sync::Arc;
@@ -19,8 +19,7 @@ use tokio_util::sync::CancellationToken;
 pub use client::SioClient;
 pub use http::{HttpResponse, request};
 
-/// How long a test waits for any one frame or reply.
-pub const WAIT: Duration = Duration::from_secs(15);
+pub use p2piano_testkit::sio::WAIT;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {

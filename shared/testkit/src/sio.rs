@@ -1,5 +1,7 @@
-//! A raw Engine.IO v4 / Socket.IO v5 client over tokio-tungstenite, answering pings itself,
-//! so tests see exactly the frames the edge sends.
+//! The tests' Socket.IO client: raw Engine.IO v4 / Socket.IO v5 over tokio-tungstenite,
+//! answering pings itself, so that tests see exactly the frames the edge sends (and can send
+//! frames no real client would). The edge's tests and the split deployment's telemetry test
+//! use it; the JavaScript conformance suite uses the real `socket.io-client`.
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -8,11 +10,17 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::WAIT;
+use std::time::Duration;
 
+/// How long a test waits for any one frame or reply.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// One socket to an edge.
 pub struct SioClient {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The namespace of the last connect (`/api` or `/`), prefixed to every event sent.
     pub ns: String,
+    /// The Engine.IO open packet's payload (`sid`, `pingInterval`, ...).
     pub open: Value,
     /// The page id of the last namespace connect reply (connection state recovery): a
     /// reconnecting client presents it as `{"pid"}` to be the same page coming back.
@@ -54,7 +62,7 @@ impl SioClient {
         let mut req = url.into_client_request().unwrap();
         for (k, v) in headers {
             req.headers_mut().insert(
-                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
                 v.parse().unwrap(),
             );
         }
@@ -107,6 +115,7 @@ impl SioClient {
         }
     }
 
+    /// Sends `frame` as one text frame, as it is (malformed ones included).
     pub async fn send_raw(&mut self, frame: &str) {
         self.ws
             .send(Message::Text(frame.into()))
@@ -114,6 +123,7 @@ impl SioClient {
             .expect("send");
     }
 
+    /// Sends `data` as one binary frame (an attachment, or bytes that are none).
     pub async fn send_binary(&mut self, data: Vec<u8>) {
         self.ws
             .send(Message::Binary(data.into()))
@@ -129,11 +139,14 @@ impl SioClient {
         self.ws.send(Message::Frame(frame)).await.expect("send");
     }
 
+    /// Sends event `name` with `payload` in the connected namespace, without an ack id.
     pub async fn emit(&mut self, name: &str, payload: Value) {
         let frame = format!("42{}{}", self.prefix(), json!([name, payload]));
         self.send_raw(&frame).await;
     }
 
+    /// Sends event `name` with ack id `id` and returns the ack's body, skipping the frames
+    /// that come before it.
     pub async fn emit_ack(&mut self, name: &str, payload: Value, id: u64) -> Value {
         let frame = format!("42{}{id}{}", self.prefix(), json!([name, payload]));
         self.send_raw(&frame).await;
