@@ -252,6 +252,7 @@ impl SioClient {
     /// engine.io-client does after its own ping timeout.
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
+        self.finish_close().await;
     }
 
     /// Closes with a close frame with `code`: 1001 is what a browser sends when its page
@@ -262,6 +263,15 @@ impl SioClient {
             reason: "".into(),
         };
         let _ = self.ws.close(Some(frame)).await;
+        self.finish_close().await;
+    }
+
+    /// Completes the closing handshake as a browser does: reads until the server's close
+    /// frame (and the end of the stream), so that the connection is not reset while the
+    /// server still has our close frame unread, which would make it a lost transport.
+    async fn finish_close(&mut self) {
+        let drained = async { while let Some(Ok(_)) = self.ws.next().await {} };
+        let _ = tokio::time::timeout(WAIT, drained).await;
     }
 
     /// Drops the TCP connection without a close frame: a lost transport as the server sees
