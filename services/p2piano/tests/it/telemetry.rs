@@ -9,7 +9,6 @@
 
 use crate::support;
 
-
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::mpsc::Receiver;
@@ -19,12 +18,12 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use p2piano_testkit::sio::{Got, SioClient};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use p2piano_testkit::sio::{Got, SioClient};
 use prost::Message as _;
 use serde_json::{Value, json};
 use support::{Guard, http, lines, p2piano, port_of, wait_for_line};
