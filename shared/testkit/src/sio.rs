@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 /// How long a test waits for any one frame or reply.
@@ -25,6 +26,11 @@ pub struct SioClient {
     /// The page id of the last namespace connect reply (connection state recovery): a
     /// reconnecting client presents it as `{"pid"}` to be the same page coming back.
     pub pid: Option<String>,
+    /// Events read while waiting for an ack, given back by [`SioClient::next`] in the
+    /// order they came: the server may send an event caused by a request before the
+    /// request's ack (rooms announces a change before it answers), and a test must still
+    /// see it.
+    pending: VecDeque<Got>,
 }
 
 /// What the server sent, as a test sees it.
@@ -84,6 +90,7 @@ impl SioClient {
             ns: "/".into(),
             open: Value::Null,
             pid: None,
+            pending: VecDeque::new(),
         };
         let first = c.raw().await.expect("open packet");
         let open = first.strip_prefix('0').expect("Engine.IO open");
@@ -151,9 +158,10 @@ impl SioClient {
         let frame = format!("42{}{id}{}", self.prefix(), json!([name, payload]));
         self.send_raw(&frame).await;
         loop {
-            match self.next().await {
+            match self.read().await {
                 Got::Ack(got, body) if got == id => return body,
                 Got::Closed(c) => panic!("closed ({c:?}) while waiting for ack {id}"),
+                event @ Got::Event(..) => self.pending.push_back(event),
                 _ => continue,
             }
         }
@@ -178,6 +186,14 @@ impl SioClient {
 
     /// The next Socket.IO-level thing that happened.
     pub async fn next(&mut self) -> Got {
+        match self.pending.pop_front() {
+            Some(got) => got,
+            None => self.read().await,
+        }
+    }
+
+    /// The next Socket.IO-level thing on the wire, past what is pending.
+    async fn read(&mut self) -> Got {
         loop {
             let msg = match tokio::time::timeout(WAIT, self.ws.next())
                 .await

@@ -381,6 +381,8 @@ async fn service_dialect_errors_and_limits(c: Cluster) {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
+    let announced = s.expect("room-updated").await;
+    assert_eq!(announced["room"]["settings"]["maxParticipants"], 1);
     let late = c.session_for(0, &code).await;
     let mut t = service(&c, 0, &late).await;
     assert_eq!(
