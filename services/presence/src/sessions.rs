@@ -86,16 +86,7 @@ impl Presence {
                 return;
             }
             record.budget = Some(budget.clone());
-            let written = match encode(&record) {
-                Ok(value) => {
-                    self.buckets
-                        .sessions
-                        .update(&key, value, entry.revision)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            match written {
+            match self.rewrite_session(&key, &record, entry.revision).await {
                 Ok(_) => {
                     self.metrics.budgets_kept.inc();
                     return;
@@ -107,6 +98,17 @@ impl Presence {
                 }
             }
         }
+    }
+
+    /// Writes `record` over the session at `key` if it is still at `revision`.
+    async fn rewrite_session(
+        &self,
+        key: &str,
+        record: &SessionRecord,
+        revision: u64,
+    ) -> Result<u64, KvError> {
+        let value = encode(record)?;
+        self.buckets.sessions.update(key, value, revision).await
     }
 
     /// Reads a session and refreshes its expiry when the last refresh is old enough.
@@ -123,16 +125,7 @@ impl Presence {
         let age = now.millis() - record.last_seen.millis();
         if age >= self.settings.refresh_every().as_millis() as i64 {
             record.last_seen = now;
-            let written = match encode(&record) {
-                Ok(value) => {
-                    self.buckets
-                        .sessions
-                        .update(&key, value, entry.revision)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            match written {
+            match self.rewrite_session(&key, &record, entry.revision).await {
                 // Someone else refreshed it just now: as good.
                 Ok(_) | Err(KvError::WrongRevision) => {}
                 Err(e) => tracing::warn!(error = %e, "session refresh failed"),

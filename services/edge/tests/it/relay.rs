@@ -7,7 +7,7 @@ use crate::support;
 
 use serde_json::json;
 use support::client::Got;
-use support::{Cluster, Mode, SioClient};
+use support::{Cluster, Mode, SioClient, web};
 
 p2piano_testkit::both_modes!(
     nats: Cluster::start(Mode::Nats).await,
@@ -17,23 +17,6 @@ p2piano_testkit::both_modes!(
     dialects_meet_in_one_room,
     service_dialect_errors_and_limits,
 );
-
-/// A web-client socket of `cookie` in `code` on edge `i`, and its public id.
-async fn web(c: &Cluster, i: usize, cookie: &str, code: &str) -> (SioClient, String) {
-    let mut s = SioClient::open(
-        c.edge(i),
-        &format!("roomId={code}&displayName=P"),
-        &[("Cookie", cookie)],
-    )
-    .await
-    .expect("socket opens");
-    assert!(matches!(s.connect("/api", None).await, Got::Connected(_)));
-    let me = s.expect("ROOM_JOIN").await["userId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    (s, me)
-}
 
 /// A service-dialect socket of `cookie` on edge `i`, connected to `/`.
 async fn service(c: &Cluster, i: usize, cookie: &str) -> SioClient {

@@ -14,7 +14,7 @@ use p2piano_edge::SocketSettings;
 use p2piano_protocol::SessionId;
 use serde_json::{Value, json};
 use support::client::Got;
-use support::{Cluster, Mode, SioClient, request};
+use support::{Cluster, Mode, SioClient, request, web};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -55,26 +55,6 @@ mod one_edge {
         behind_a_trusted_proxy_each_client_has_its_own_cap,
         a_full_room_behind_one_nat_meets_no_limit,
     );
-}
-
-/// A web-client socket of `cookie` in `code` on edge `i`, with its public user id.
-async fn web(c: &Cluster, i: usize, cookie: &str, code: &str) -> (SioClient, String) {
-    let mut s = SioClient::open(
-        c.edge(i),
-        &format!("roomId={code}&displayName=P"),
-        &[("Cookie", cookie)],
-    )
-    .await
-    .expect("socket opens");
-    match s.connect("/api", None).await {
-        Got::Connected(_) => {}
-        other => panic!("connect failed: {other:?}"),
-    }
-    let me = s.expect("ROOM_JOIN").await["userId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    (s, me)
 }
 
 /// The next event that is not a membership change.

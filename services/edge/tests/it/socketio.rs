@@ -59,7 +59,7 @@ async fn closing_sockets(port: u16, n: u64, close: impl Future<Output = ()>) {
 /// Socket.IO disconnect): the others hear the leave at once, not after the grace period.
 async fn a_page_that_closes_leaves_at_once(c: Cluster) {
     let (cookie_a, code) = c.session_with_room(0).await;
-    let (mut a, _) = client(&c, 0, &cookie_a, &code).await;
+    let (mut a, _) = c.web(0, &cookie_a, &code).await;
     let ways = [
         "close 1001",
         "close 1000",
@@ -68,7 +68,7 @@ async fn a_page_that_closes_leaves_at_once(c: Cluster) {
     ];
     for how in ways {
         let cookie = c.session_for(1, &code).await;
-        let (mut b, wb) = client(&c, 1, &cookie, &code).await;
+        let (mut b, wb) = c.web(1, &cookie, &code).await;
         assert_eq!(a.expect("USER_CONNECT").await["userId"], wb["userId"]);
         match how {
             "close 1001" => b.close_with(1001).await,
@@ -91,9 +91,9 @@ async fn a_page_that_closes_leaves_at_once(c: Cluster) {
 /// and then a join, so that they rebuild their links to it.
 async fn a_new_page_of_a_member_in_grace_is_a_leave_then_a_join(c: Cluster) {
     let (cookie_a, code) = c.session_with_room(0).await;
-    let (mut a, _) = client(&c, 0, &cookie_a, &code).await;
+    let (mut a, _) = c.web(0, &cookie_a, &code).await;
     let cookie_b = c.session_for(1, &code).await;
-    let (b, wb) = client(&c, 1, &cookie_b, &code).await;
+    let (b, wb) = c.web(1, &cookie_b, &code).await;
     assert_eq!(a.expect("USER_CONNECT").await["userId"], wb["userId"]);
     closing_sockets(c.admin(1), 1, async { b.drop_transport() }).await;
     // The new page loads the room first: it does not see itself among the users.
@@ -112,7 +112,7 @@ async fn a_new_page_of_a_member_in_grace_is_a_leave_then_a_join(c: Cluster) {
         "{}",
         r.body
     );
-    let (mut b2, wb2) = client(&c, 0, &cookie_b, &code).await;
+    let (mut b2, wb2) = c.web(0, &cookie_b, &code).await;
     assert_eq!(wb2["userId"], wb["userId"], "the same session");
     let gone = a.expect("USER_DISCONNECT").await;
     assert_eq!(gone["userId"], wb["userId"]);
@@ -138,14 +138,14 @@ async fn a_id(c: &Cluster, code: &str, wb: &Value) -> String {
 /// within it is announced to nobody.
 async fn a_lost_transport_keeps_the_grace_and_the_same_page_returns_silently(c: Cluster) {
     let (cookie_a, code) = c.session_with_room(0).await;
-    let (mut a, wa) = client(&c, 0, &cookie_a, &code).await;
+    let (mut a, wa) = c.web(0, &cookie_a, &code).await;
     let cookie_b = c.session_for(1, &code).await;
-    let (b, wb) = client(&c, 1, &cookie_b, &code).await;
+    let (b, wb) = c.web(1, &cookie_b, &code).await;
     let pid = b.pid.clone().expect("a page id in the connect reply");
     let cookie_n = c.session_for(1, &code).await;
-    let (n, wn) = client(&c, 1, &cookie_n, &code).await;
+    let (n, wn) = c.web(1, &cookie_n, &code).await;
     let cookie_m = c.session_for(1, &code).await;
-    let (m, wm) = client(&c, 1, &cookie_m, &code).await;
+    let (m, wm) = c.web(1, &cookie_m, &code).await;
     for w in [&wb, &wn, &wm] {
         assert_eq!(a.expect("USER_CONNECT").await["userId"], w["userId"]);
     }
@@ -192,27 +192,10 @@ async fn a_lost_transport_keeps_the_grace_and_the_same_page_returns_silently(c: 
     assert!(users.contains_key(wb["userId"].as_str().unwrap()));
 }
 
-/// A web client socket in `code`, on edge `i`, with `cookie`.
-async fn client(c: &Cluster, i: usize, cookie: &str, code: &str) -> (SioClient, Value) {
-    let mut s = SioClient::open(
-        c.edge(i),
-        &format!("roomId={code}&displayName=Player"),
-        &[("Cookie", cookie)],
-    )
-    .await
-    .expect("socket opens");
-    match s.connect("/api", None).await {
-        Got::Connected(v) => assert!(v["sid"].is_string(), "{v}"),
-        other => panic!("connect failed: {other:?}"),
-    }
-    let welcome = s.expect("ROOM_JOIN").await;
-    (s, welcome)
-}
-
 async fn join_is_seen_across_edges_and_notes_flow(c: Cluster) {
     let (cookie_a, code) = c.session_with_room(0).await;
     let cookie_b = c.session_for(1, &code).await;
-    let (mut a, wa) = client(&c, 0, &cookie_a, &code).await;
+    let (mut a, wa) = c.web(0, &cookie_a, &code).await;
     let me_a = wa["userId"].as_str().unwrap().to_owned();
     assert_eq!(wa["room"]["roomId"], code);
     assert!(wa["room"]["users"][&me_a].is_object());
@@ -220,7 +203,7 @@ async fn join_is_seen_across_edges_and_notes_flow(c: Cluster) {
         !cookie_a.contains(&me_a),
         "the public id is not the session secret"
     );
-    let (mut b, wb) = client(&c, 1, &cookie_b, &code).await;
+    let (mut b, wb) = c.web(1, &cookie_b, &code).await;
     let me_b = wb["userId"].as_str().unwrap().to_owned();
     assert_eq!(wb["room"]["users"].as_object().unwrap().len(), 2);
     let seen = a.expect("USER_CONNECT").await;
@@ -259,8 +242,8 @@ async fn join_is_seen_across_edges_and_notes_flow(c: Cluster) {
 async fn order_holds_for_a_thousand_notes(c: Cluster) {
     let (cookie_a, code) = c.session_with_room(0).await;
     let cookie_b = c.session_for(1, &code).await;
-    let (mut a, _) = client(&c, 0, &cookie_a, &code).await;
-    let (mut b, wb) = client(&c, 1, &cookie_b, &code).await;
+    let (mut a, _) = c.web(0, &cookie_a, &code).await;
+    let (mut b, wb) = c.web(1, &cookie_b, &code).await;
     let me_b = wb["userId"].as_str().unwrap().to_owned();
     a.expect("USER_CONNECT").await;
     for i in 0..1000u32 {
@@ -287,8 +270,8 @@ async fn order_holds_for_a_thousand_notes(c: Cluster) {
 async fn target_outside_the_room_gets_nothing(c: Cluster) {
     let (cookie_a, code) = c.session_with_room(0).await;
     let (cookie_x, other) = c.session_with_room(1).await;
-    let (mut a, _) = client(&c, 0, &cookie_a, &code).await;
-    let (mut x, wx) = client(&c, 1, &cookie_x, &other).await;
+    let (mut a, _) = c.web(0, &cookie_a, &code).await;
+    let (mut x, wx) = c.web(1, &cookie_x, &other).await;
     let outsider = wx["userId"].as_str().unwrap().to_owned();
     a.emit(
         "KEY_DOWN",
@@ -315,7 +298,7 @@ async fn target_outside_the_room_gets_nothing(c: Cluster) {
     );
     // Nothing reached the outsider: its next event is one we send it from its own room.
     let cookie_y = c.session_for(1, &other).await;
-    let (_y, _) = client(&c, 1, &cookie_y, &other).await;
+    let (_y, _) = c.web(1, &cookie_y, &other).await;
     assert_eq!(x.expect("USER_CONNECT").await["room"]["roomId"], other);
 }
 
@@ -394,10 +377,10 @@ async fn bad_sessions_and_origins_are_refused(c: Cluster) {
 async fn second_socket_replaces_the_first_silently(c: Cluster) {
     let (cookie_a, code) = c.session_with_room(0).await;
     let cookie_b = c.session_for(1, &code).await;
-    let (mut a1, wa) = client(&c, 0, &cookie_a, &code).await;
-    let (mut b, _) = client(&c, 1, &cookie_b, &code).await;
+    let (mut a1, wa) = c.web(0, &cookie_a, &code).await;
+    let (mut b, _) = c.web(1, &cookie_b, &code).await;
     a1.expect("USER_CONNECT").await;
-    let (mut a2, wa2) = client(&c, 1, &cookie_a, &code).await;
+    let (mut a2, wa2) = c.web(1, &cookie_a, &code).await;
     assert_eq!(wa2["userId"], wa["userId"], "same session, same public id");
     assert_eq!(
         a1.next().await,
@@ -427,8 +410,8 @@ async fn b_user(c: &Cluster, code: &str, wa: &Value) -> String {
 async fn leave_arrives_after_the_grace_period(c: Cluster) {
     let (cookie_a, code) = c.session_with_room(0).await;
     let cookie_b = c.session_for(1, &code).await;
-    let (a, wa) = client(&c, 0, &cookie_a, &code).await;
-    let (mut b, _) = client(&c, 1, &cookie_b, &code).await;
+    let (a, wa) = c.web(0, &cookie_a, &code).await;
+    let (mut b, _) = c.web(1, &cookie_b, &code).await;
     let started = std::time::Instant::now();
     a.close().await;
     let gone = b.expect("USER_DISCONNECT").await;
@@ -443,8 +426,8 @@ async fn leave_arrives_after_the_grace_period(c: Cluster) {
 async fn rate_limit_answers_429_and_the_socket_survives(c: Cluster) {
     let (cookie_a, code) = c.session_with_room(0).await;
     let cookie_b = c.session_for(0, &code).await;
-    let (mut a, _) = client(&c, 0, &cookie_a, &code).await;
-    let (_b, wb) = client(&c, 0, &cookie_b, &code).await;
+    let (mut a, _) = c.web(0, &cookie_a, &code).await;
+    let (_b, wb) = c.web(0, &cookie_b, &code).await;
     a.expect("USER_CONNECT").await;
     let me_b = wb["userId"].as_str().unwrap().to_owned();
     // The budget, 1,000, and more than the bucket refills (100 a second) while they go out.
@@ -478,8 +461,8 @@ async fn rate_limit_answers_429_and_the_socket_survives(c: Cluster) {
 async fn malformed_input_only_hurts_its_sender(c: Cluster) {
     let (cookie_a, code) = c.session_with_room(0).await;
     let cookie_b = c.session_for(0, &code).await;
-    let (mut a, wa) = client(&c, 0, &cookie_a, &code).await;
-    let (mut b, _) = client(&c, 0, &cookie_b, &code).await;
+    let (mut a, wa) = c.web(0, &cookie_a, &code).await;
+    let (mut b, _) = c.web(0, &cookie_b, &code).await;
     a.expect("USER_CONNECT").await;
     // Wrong types and unknown events: an exception, the socket stays.
     a.emit(

@@ -62,7 +62,32 @@ pub fn config(name: &str, nats: Option<String>) -> Config {
     c
 }
 
+/// A web-client socket of `cookie` in room `code` on edge `i`, with its public user id.
+pub async fn web(c: &Cluster, i: usize, cookie: &str, code: &str) -> (SioClient, String) {
+    let (s, welcome) = c.web(i, cookie, code).await;
+    let me = welcome["userId"].as_str().expect("a user id").to_owned();
+    (s, me)
+}
+
 impl Cluster {
+    /// A web-client socket of `cookie` in room `code` on edge `i`, connected to `/api` and
+    /// past its `ROOM_JOIN`, with that welcome (the player's `userId` and the room).
+    pub async fn web(&self, i: usize, cookie: &str, code: &str) -> (SioClient, serde_json::Value) {
+        let mut s = SioClient::open(
+            self.edge(i),
+            &format!("roomId={code}&displayName=Player"),
+            &[("Cookie", cookie)],
+        )
+        .await
+        .expect("socket opens");
+        match s.connect("/api", None).await {
+            client::Got::Connected(v) => assert!(v["sid"].is_string(), "{v}"),
+            other => panic!("connect failed: {other:?}"),
+        }
+        let welcome = s.expect("ROOM_JOIN").await;
+        (s, welcome)
+    }
+
     pub async fn start(mode: Mode) -> Self {
         Self::start_with(mode, p2piano_edge::SocketSettings::default()).await
     }
