@@ -20,8 +20,6 @@
 //! dead-edge and drain tests; `FAULTS_BIN` runs another build of `p2piano` (the release
 //! build, for the sizes the test build cannot reach on two cores).
 
-#[path = "faults/client.rs"]
-mod client;
 #[path = "faults/edges.rs"]
 mod edges;
 #[path = "faults/freeze.rs"]
@@ -35,7 +33,7 @@ mod restarts;
 #[path = "faults/storm.rs"]
 mod storm;
 /// The helpers of the binary's other tests; the fault tests use only some of them.
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "it/support/mod.rs"]
 mod support;
 #[path = "faults/traffic.rs"]

@@ -12,6 +12,7 @@ mod carrier;
 mod error;
 mod guard;
 mod init;
+mod metric_set;
 mod metrics;
 mod options;
 mod otlp;

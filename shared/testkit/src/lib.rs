@@ -1,5 +1,5 @@
-//! Test support for p2piano-backend: real `nats-server` and MongoDB-wire servers, and
-//! unique resource names.
+//! Test support for p2piano-backend: real `nats-server` and MongoDB-wire servers, unique
+//! resource names, and the tests' one HTTP client ([`http`]) and Socket.IO client ([`sio`]).
 //!
 //! The design docs require tests to talk to *real* services (a `nats-server` with
 //! JetStream and a MongoDB-wire server; `secantusdb` stands in for MongoDB), to isolate
@@ -61,6 +61,7 @@
 //! # let _ = (url, prefix);
 //! ```
 
+pub mod http;
 mod modes;
 mod mongo;
 mod names;
@@ -72,8 +73,10 @@ pub mod sio;
 mod tests;
 mod wait;
 
+pub use http::http_get;
+pub use modes::both_modes;
 pub use mongo::MongoServer;
 pub use names::unique_name;
 pub use nats::NatsServer;
 pub use shared::{mongo_uri, nats_url};
-pub use wait::{CONDITION_DEADLINE, http_get, wait_until, wait_until_within};
+pub use wait::{CONDITION_DEADLINE, wait_until, wait_until_within};

@@ -270,15 +270,26 @@ fn spawn_child(mode: &str, n: usize, env: &[(&str, &str)]) -> (std::process::Chi
 
 const GONE_WITHIN: Duration = Duration::from_secs(10);
 
-#[test]
-fn shared_nats_dies_with_process_exit() {
-    let (mut child, r) = spawn_child("shared_nats_exit", 1, &[]);
-    let port = port_of(&r[0]);
-    assert!(child.wait().expect("wait").success());
+/// The server (`what`) that was on `port` is gone within [`GONE_WITHIN`].
+fn assert_gone(port: u16, what: &str) {
     assert!(
         eventually(GONE_WITHIN, || refused(port)),
-        "orphan nats on {port}"
+        "orphan {what} on {port}"
     );
+}
+
+/// Child `mode` starts a shared server, reports its port and exits cleanly; the server
+/// (`what`) must go with it.
+fn assert_dies_with_exit(mode: &str, what: &str) {
+    let (mut child, r) = spawn_child(mode, 1, &[]);
+    let port = port_of(&r[0]);
+    assert!(child.wait().expect("wait").success());
+    assert_gone(port, what);
+}
+
+#[test]
+fn shared_nats_dies_with_process_exit() {
+    assert_dies_with_exit("shared_nats_exit", "nats");
 }
 
 #[test]
@@ -288,21 +299,12 @@ fn shared_nats_dies_with_killed_process() {
     assert_nats_info(port);
     child.kill().expect("kill child");
     child.wait().expect("wait");
-    assert!(
-        eventually(GONE_WITHIN, || refused(port)),
-        "orphan nats on {port}"
-    );
+    assert_gone(port, "nats");
 }
 
 #[test]
 fn shared_mongo_dies_with_process_exit() {
-    let (mut child, r) = spawn_child("shared_mongo_exit", 1, &[]);
-    let port = port_of(&r[0]);
-    assert!(child.wait().expect("wait").success());
-    assert!(
-        eventually(GONE_WITHIN, || refused(port)),
-        "orphan secantus on {port}"
-    );
+    assert_dies_with_exit("shared_mongo_exit", "secantus");
 }
 
 #[test]

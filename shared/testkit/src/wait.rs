@@ -1,5 +1,4 @@
-//! Async helpers for service tests: wait for a condition, and a bare HTTP GET for admin
-//! endpoints (no HTTP client dependency in every test crate).
+//! Waiting for a condition in service tests, by polling it up to a deadline.
 
 use std::time::Duration;
 
@@ -36,27 +35,4 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// `GET path` on `127.0.0.1:port` over HTTP/1.1; returns the status and the body.
-pub async fn http_get(port: u16, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect to the admin port");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("send request");
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.expect("read response");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }

@@ -4,8 +4,10 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{Got, Player, Sender, create_room, participants, seq_of, session_for};
-use crate::harness::Deployment;
+use p2piano_testkit::sio::Got;
+use p2piano_testkit::sio::player::{Arrival, Player, Sender, seq_of};
+
+use crate::harness::{Deployment, create_room, participants, session_for};
 
 /// The default leave grace period (`P2PIANO_LEAVE_GRACE_MS`), which these tests keep.
 const GRACE: Duration = Duration::from_secs(5);
@@ -50,12 +52,10 @@ pub fn spawn_notes_to(
 }
 
 /// The notes from `from` in `got`: (sequence number, arrival time).
-pub fn notes_from(got: &[Got], from: &str) -> Vec<(u64, Instant)> {
+pub fn notes_from(got: &[Arrival], from: &str) -> Vec<(u64, Instant)> {
     got.iter()
-        .filter_map(|g| match g {
-            Got::Event { name, data, at } if name == "KEY_DOWN" && data["userId"] == from => {
-                Some((seq_of(data), *at))
-            }
+        .filter_map(|g| match g.event() {
+            Some(("KEY_DOWN", data)) if data["userId"] == from => Some((seq_of(data), g.at)),
             _ => None,
         })
         .collect()
@@ -66,8 +66,8 @@ pub fn notes_from(got: &[Got], from: &str) -> Vec<(u64, Instant)> {
 pub async fn collect_until(
     p: &mut Player,
     deadline: Instant,
-    done: impl FnMut(&[Got]) -> bool,
-) -> Vec<Got> {
+    done: impl FnMut(&[Arrival]) -> bool,
+) -> Vec<Arrival> {
     p.until(deadline.saturating_duration_since(Instant::now()), done)
         .await;
     p.seen.clone()
@@ -97,13 +97,13 @@ async fn edge_kill_9_leaves_no_ghosts() {
     let (doomed, stays) = (d.edge(0), d.edge(1));
     let (cookie_a, code) = create_room(stays).await;
     let cookie_b = session_for(stays, &code).await;
-    let mut a = Player::must_join(stays, &code, &cookie_a).await;
-    let mut b = Player::must_join(stays, &code, &cookie_b).await;
+    let mut a = Player::must_join(stays, &code, &cookie_a, None).await;
+    let mut b = Player::must_join(stays, &code, &cookie_b, None).await;
     // Kept open until the kill.
     let mut victims = Vec::new();
     for _ in 0..3 {
         let cookie = session_for(doomed, &code).await;
-        victims.push(Player::must_join(doomed, &code, &cookie).await);
+        victims.push(Player::must_join(doomed, &code, &cookie, None).await);
     }
     let victim_ids: Vec<String> = victims.iter().map(|v| v.user_id.clone()).collect();
     let mut joiners = victim_ids.clone();
@@ -157,10 +157,7 @@ async fn edge_kill_9_leaves_no_ghosts() {
         for (who, got) in [("a", &a_got), ("b", &b_got)] {
             let at = got
                 .iter()
-                .find_map(|g| match g {
-                    Got::Event { at, .. } if g.is("USER_DISCONNECT", id) => Some(*at),
-                    _ => None,
-                })
+                .find_map(|g| g.is("USER_DISCONNECT", id).then_some(g.at))
                 .unwrap_or_else(|| panic!("{who} never saw {id} leave: {got:?}"));
             let after = at.duration_since(killed);
             println!(
@@ -229,11 +226,11 @@ async fn edge_sigterm_drains_without_leave_or_join() {
     let mut d = Deployment::start(2, &[]).await;
     let (draining, stays) = (d.edge(0), d.edge(1));
     let (cookie_a, code) = create_room(stays).await;
-    let mut a = Player::must_join(stays, &code, &cookie_a).await;
+    let mut a = Player::must_join(stays, &code, &cookie_a, None).await;
     let mut movers = Vec::new();
     for _ in 0..3 {
         let cookie = session_for(draining, &code).await;
-        movers.push(Player::must_join(draining, &code, &cookie).await);
+        movers.push(Player::must_join(draining, &code, &cookie, None).await);
     }
     let mover_ids: Vec<String> = movers.iter().map(|m| m.user_id.clone()).collect();
     seen_connect(&mut a, &mover_ids).await;
@@ -246,17 +243,20 @@ async fn edge_sigterm_drains_without_leave_or_join() {
             tokio::spawn(async move {
                 let (closed, _) = m
                     .wait_for(Duration::from_secs(30), |g| {
-                        matches!(g, Got::Closed(..) | Got::Disconnected(_))
+                        matches!(g.got, Got::Closed(..) | Got::Disconnected)
                     })
                     .await
                     .expect("the draining edge closes the socket");
-                let Got::Closed(code, at) = closed else {
+                let Arrival {
+                    got: Got::Closed(code),
+                    at,
+                } = closed
+                else {
                     panic!("a Socket.IO disconnect instead of a transport close: {closed:?}");
                 };
                 // Like socket.io-client: reconnect at once, with the same cookie and the
                 // page id it was given, elsewhere.
-                let back =
-                    Player::must_join_page(stays, &m.code, &m.cookie, m.pid.as_deref()).await;
+                let back = Player::must_join(stays, &m.code, &m.cookie, m.pid.as_deref()).await;
                 assert_eq!(back.user_id, m.user_id, "the same session, the same user");
                 (code, at, Instant::now(), back)
             })

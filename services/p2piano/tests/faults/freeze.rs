@@ -6,9 +6,12 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{Got, Player, create_room, participants, session_for};
+use p2piano_testkit::sio::Got;
+use p2piano_testkit::sio::player::{Arrival, Player};
+
 use crate::edges::{notes_from, spawn_notes, spawn_notes_to};
 use crate::harness::{Deployment, all_in_one};
+use crate::harness::{create_room, participants, session_for};
 use crate::support::free_port;
 
 /// Edge timeout and grace period of the default settings: a frozen edge is declared dead
@@ -65,9 +68,9 @@ async fn scene() -> Scene {
     let d = Deployment::start(2, &[]).await;
     let (frozen, stays) = (d.edge(0), d.edge(1));
     let (cookie_a, code) = create_room(stays).await;
-    let mut a = Player::must_join(stays, &code, &cookie_a).await;
-    let b = Player::must_join(frozen, &code, &session_for(frozen, &code).await).await;
-    let c = Player::must_join(frozen, &code, &session_for(frozen, &code).await).await;
+    let mut a = Player::must_join(stays, &code, &cookie_a, None).await;
+    let b = Player::must_join(frozen, &code, &session_for(frozen, &code).await, None).await;
+    let c = Player::must_join(frozen, &code, &session_for(frozen, &code).await, None).await;
     let ids = [b.user_id.clone(), c.user_id.clone()];
     a.wait_for(Duration::from_secs(30), |g| g.is("USER_CONNECT", &ids[1]))
         .await
@@ -156,7 +159,7 @@ async fn edge_frozen_for_2_4_7_s_loses_nobody() {
         assert!(
             !s.a.since(stopped)
                 .iter()
-                .any(|g| matches!(g, Got::Event { name, .. } if name == "USER_CONNECT")),
+                .any(|g| matches!(&g.got, Got::Event(name, _) if name == "USER_CONNECT")),
             "no join announced either"
         );
     }
@@ -165,7 +168,7 @@ async fn edge_frozen_for_2_4_7_s_loses_nobody() {
     // Refusals would have come back while the test watched for leaves after the last
     // freeze: everything b received is in by now.
     s.b.drain();
-    let refused: Vec<Got> =
+    let refused: Vec<Arrival> =
         s.b.since(began)
             .into_iter()
             .filter(|g| g.event().is_some_and(|(n, _)| n == "exception"))
@@ -197,12 +200,12 @@ async fn edge_frozen_for_12_s_is_announced_back() {
         let back = ids.iter().all(|id| {
             let left = g
                 .iter()
-                .any(|e| e.is("USER_DISCONNECT", id) && e.at() >= stopped);
+                .any(|e| e.is("USER_DISCONNECT", id) && e.at >= stopped);
             !left
                 || g.iter()
-                    .any(|e| e.is("USER_CONNECT", id) && e.at() >= resumed)
+                    .any(|e| e.is("USER_CONNECT", id) && e.at >= resumed)
         });
-        let after: Vec<Got> = g.iter().filter(|e| e.at() >= resumed).cloned().collect();
+        let after: Vec<Arrival> = g.iter().filter(|e| e.at >= resumed).cloned().collect();
         back && !notes_from(&after, &ids[0]).is_empty()
     })
     .await;
@@ -212,11 +215,11 @@ async fn edge_frozen_for_12_s_is_announced_back() {
         let left = seen
             .iter()
             .find(|g| g.is("USER_DISCONNECT", id))
-            .map(|g| g.at().duration_since(stopped));
+            .map(|g| g.at.duration_since(stopped));
         let back = seen
             .iter()
             .find(|g| g.is("USER_CONNECT", id))
-            .map(|g| g.at().saturating_duration_since(resumed));
+            .map(|g| g.at.saturating_duration_since(resumed));
         println!(
             "[faults] edge frozen 12 s: {id} announced as left {left:?} after the stop, back \
              {back:?} after the resume; listed: {}",
@@ -250,8 +253,8 @@ async fn all_frozen_for_7_s_loses_nobody() {
     all.spawn();
     all.wait_ready(Duration::from_secs(60)).await;
     let (cookie_a, code) = create_room(port).await;
-    let mut a = Player::must_join(port, &code, &cookie_a).await;
-    let b = Player::must_join(port, &code, &session_for(port, &code).await).await;
+    let mut a = Player::must_join(port, &code, &cookie_a, None).await;
+    let b = Player::must_join(port, &code, &session_for(port, &code).await, None).await;
     a.wait_for(Duration::from_secs(30), |g| {
         g.is("USER_CONNECT", &b.user_id)
     })

@@ -8,15 +8,19 @@
 //! `setpriv --pdeathsig KILL` where available, so that they die with the test thread even if
 //! the test process itself is killed. Their logs go to files in the deployment's temporary
 //! directory; when a test fails, the end of every log is printed.
+//!
+//! The room API calls the tests make (create a room, get a session, list the participants)
+//! are here too, over the testkit's HTTP client; the players are the testkit's
+//! (`p2piano_testkit::sio::player`).
 
 use std::fs::OpenOptions;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use p2piano_testkit::http::{Response, try_request};
 use p2piano_testkit::{MongoServer, NatsServer};
 
-use super::client::http;
 use crate::support::free_port;
 
 /// The binary under test: `FAULTS_BIN` when set (one built elsewhere), else the one cargo
@@ -104,7 +108,7 @@ impl Proc {
         loop {
             if let Ok(Ok(r)) = tokio::time::timeout(
                 Duration::from_secs(2),
-                http(self.port, "GET", "/health/ready", None, None),
+                try_request(self.port, "GET", "/health/ready", &[], None),
             )
             .await
                 && r.status == 200
@@ -420,4 +424,54 @@ impl Drop for Deployment {
             }
         }
     }
+}
+
+/// A request that must be answered within `within` (with session `cookie` when given): the
+/// answer and how long it took, or a panic naming it.
+pub async fn http_within(
+    within: Duration,
+    port: u16,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+) -> (Response, Duration) {
+    let started = Instant::now();
+    let headers: Vec<(&str, &str)> = cookie.map(|c| ("Cookie", c)).into_iter().collect();
+    match tokio::time::timeout(within, try_request(port, method, path, &headers, None)).await {
+        Ok(Ok(r)) => (r, started.elapsed()),
+        Ok(Err(e)) => panic!("{method} {path}: {e}"),
+        Err(_) => panic!("{method} {path}: no answer within {within:?} (a hang)"),
+    }
+}
+
+/// A new session that created a room (`POST /api/room`): (cookie, room code).
+pub async fn create_room(port: u16) -> (String, String) {
+    let (r, _) = http_within(Duration::from_secs(30), port, "POST", "/api/room", None).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let code = r.json()["roomId"].as_str().unwrap().to_owned();
+    (r.cookie().expect("a session cookie"), code)
+}
+
+/// A new session that looked at room `code` (`GET /api/room/:code`): its cookie.
+pub async fn session_for(port: u16, code: &str) -> String {
+    let path = format!("/api/room/{code}");
+    let (r, _) = http_within(Duration::from_secs(30), port, "GET", &path, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.cookie().expect("a session cookie")
+}
+
+/// The user ids of the room's participants (`GET /rooms/:code`, service shape), read with
+/// a fresh session (so that polling never meets the per-session read limit).
+pub async fn participants(port: u16, code: &str) -> Result<Vec<String>, Response> {
+    let path = format!("/rooms/{code}");
+    let (r, _) = http_within(Duration::from_secs(30), port, "GET", &path, None).await;
+    if r.status != 200 {
+        return Err(r);
+    }
+    Ok(r.json()["participants"]
+        .as_array()
+        .expect("participants")
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect())
 }

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use p2piano_presence::kv::{BucketConfig, KvBucket, open_jetstream};
 
-use crate::client::{JoinError, Player, create_room, session_for};
-use crate::harness::{Deployment, Store};
+use p2piano_testkit::sio::player::{JoinError, Player};
+
+use crate::harness::{Deployment, Store, create_room, http_within, session_for};
 
 /// Refused joins in the first round.
 const REFUSED: usize = 1_000;
@@ -73,7 +74,7 @@ async fn refused_joins(port: u16, cookies: Vec<String>) -> usize {
             matches!(
                 tokio::time::timeout(
                     Duration::from_secs(20),
-                    Player::join_page(port, &code, &cookie, None)
+                    Player::join(port, &code, &cookie, None)
                 )
                 .await,
                 Ok(Err(JoinError::Refused(_)))
@@ -128,7 +129,7 @@ async fn refused_joins_leave_no_records() {
     cookies.extend(fresh_sessions(stays, &code, STAYING - 1).await);
     let mut members = Vec::new();
     for cookie in &cookies {
-        members.push(Player::must_join(stays, &code, cookie).await);
+        members.push(Player::must_join(stays, &code, cookie, None).await);
     }
     until_records(&*bucket, STAYING, Duration::from_secs(10)).await;
     let before = records(&*bucket).await;
@@ -180,7 +181,7 @@ async fn refused_joins_leave_no_records() {
     );
     // The members who stayed are still there.
     let path = format!("/api/room/{code}");
-    let (r, _) = crate::client::http_within(
+    let (r, _) = http_within(
         Duration::from_secs(10),
         stays,
         "GET",

@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{
-    JoinError, Player, create_room, http_within, participants, seq_of, session_for,
-};
+use p2piano_testkit::http::try_request;
+use p2piano_testkit::sio::player::{JoinError, Player, seq_of};
+
 use crate::edges::{collect_until, notes_from, spawn_notes};
-use crate::harness::{Deployment, READY_WITHIN};
+use crate::harness::{
+    Deployment, READY_WITHIN, create_room, http_within, participants, session_for,
+};
 
 /// The edge's own bus request timeout (`P2PIANO_REQUEST_TIMEOUT_MS`, default 5 s).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,8 +36,8 @@ async fn room(d: &Deployment) -> Room {
     let (cookie_a, code) = create_room(d.edge(0)).await;
     let cookie_b = session_for(d.edge(1), &code).await;
     let cookie_c = session_for(d.edge(1), &code).await;
-    let a = Player::must_join(d.edge(0), &code, &cookie_a).await;
-    let mut b = Player::must_join(d.edge(1), &code, &cookie_b).await;
+    let a = Player::must_join(d.edge(0), &code, &cookie_a, None).await;
+    let mut b = Player::must_join(d.edge(1), &code, &cookie_b, None).await;
     // b has joined once a's edge knows it (a sees USER_CONNECT); drain b's welcome traffic.
     let mut a = a;
     let got = collect_until(&mut a, Instant::now() + Duration::from_secs(30), |g| {
@@ -62,7 +64,11 @@ async fn expect_status(
     status: u16,
 ) -> Duration {
     let (r, took) = http_within(bound, port, method, path, cookie).await;
-    assert_eq!(r.status, status, "{method} {path}: {}\n{}", r.head, r.body);
+    assert_eq!(
+        r.status, status,
+        "{method} {path}: {:?}\n{}",
+        r.headers, r.body
+    );
     took
 }
 
@@ -110,7 +116,7 @@ async fn expect_join_refused(
     says: &str,
 ) -> Duration {
     let started = Instant::now();
-    match tokio::time::timeout(bound, Player::join(port, code, cookie)).await {
+    match tokio::time::timeout(bound, Player::join(port, code, cookie, None)).await {
         Ok(Err(JoinError::Refused(message))) => {
             assert!(
                 message.to_lowercase().contains(says),
@@ -183,6 +189,46 @@ async fn during_outage(
         tokio::time::sleep(Duration::from_millis(250).saturating_sub(round.elapsed())).await;
     }
     (rounds, worst)
+}
+
+/// `a` and `b` playing notes to each other every 50 ms, until [`Notes::stop`].
+struct Notes {
+    stop: CancellationToken,
+    ab: tokio::task::JoinHandle<Vec<Instant>>,
+    ba: tokio::task::JoinHandle<Vec<Instant>>,
+}
+
+impl Notes {
+    fn start(r: &Room) -> Self {
+        let stop = CancellationToken::new();
+        let every = Duration::from_millis(50);
+        let ab = spawn_notes(r.a.sender(), r.b.user_id.clone(), every, stop.clone());
+        let ba = spawn_notes(r.b.sender(), r.a.user_id.clone(), every, stop.clone());
+        Self { stop, ab, ba }
+    }
+
+    /// Stops playing; the send times of a's notes and of b's (for [`check_notes`]).
+    async fn stop(self) -> (Vec<Instant>, Vec<Instant>) {
+        self.stop.cancel();
+        (self.ab.await.unwrap(), self.ba.await.unwrap())
+    }
+}
+
+/// After a recovery, the room works again: a profile change reaches both members (named
+/// `name`), a new member (the third session, on edge 1) is announced to `a`, and a room can
+/// be created. Returns the new member.
+async fn expect_working_again(d: &Deployment, r: &mut Room, name: &str) -> Player {
+    let (a, b) = (&mut r.a, &mut r.b);
+    expect_update_done(a, b, name).await;
+    let c = Player::must_join(d.edge(1), &r.code, &r.cookie_c, None).await;
+    r.a.wait_for(Duration::from_secs(15), |g| {
+        g.is("USER_CONNECT", &c.user_id)
+    })
+    .await
+    .expect("the new member is announced");
+    let created = Duration::from_secs(15);
+    expect_status(d.edge(0), "POST", "/api/room", None, created, 201).await;
+    c
 }
 
 /// The notes `a` and `b` sent each other all arrived, in order; prints how many arrived
@@ -262,7 +308,7 @@ async fn settle(d: &Deployment, code: &str) -> Duration {
     loop {
         let probe = tokio::time::timeout(
             Duration::from_secs(1),
-            crate::client::http(d.edge(0), "GET", &path, None, None),
+            try_request(d.edge(0), "GET", &path, &[], None),
         )
         .await;
         if let Ok(Ok(r)) = probe {
@@ -289,10 +335,7 @@ async fn service_killed(down: Down) {
     let mut d = Deployment::start(2, &[]).await;
     let mut r = room(&d).await;
     let code = r.code.clone();
-    let stop = CancellationToken::new();
-    let every = Duration::from_millis(50);
-    let ab = spawn_notes(r.a.sender(), r.b.user_id.clone(), every, stop.clone());
-    let ba = spawn_notes(r.b.sender(), r.a.user_id.clone(), every, stop.clone());
+    let notes = Notes::start(&r);
 
     let killed = Instant::now();
     match down {
@@ -324,23 +367,7 @@ async fn service_killed(down: Down) {
     expect_members(d.edge(1), &code, &[&r.a.user_id, &r.b.user_id]).await;
     expect_session_kept(d.edge(0), &code, &r.a.cookie).await;
     expect_session_kept(d.edge(1), &code, &r.b.cookie).await;
-    let (a, b) = (&mut r.a, &mut r.b);
-    expect_update_done(a, b, "Back").await;
-    let c = Player::must_join(d.edge(1), &code, &r.cookie_c).await;
-    r.a.wait_for(Duration::from_secs(15), |g| {
-        g.is("USER_CONNECT", &c.user_id)
-    })
-    .await
-    .expect("the new member is announced");
-    expect_status(
-        d.edge(0),
-        "POST",
-        "/api/room",
-        None,
-        Duration::from_secs(15),
-        201,
-    )
-    .await;
+    let c = expect_working_again(&d, &mut r, "Back").await;
     if down == Down::Presence {
         // A restarted presence must not take the live edges for dead ones: watch past one
         // edge timeout (3 s) plus the grace period (5 s) after the restart. Proving an
@@ -348,9 +375,7 @@ async fn service_killed(down: Down) {
         tokio::time::sleep((up + Duration::from_secs(9)).saturating_duration_since(Instant::now()))
             .await;
     }
-    stop.cancel();
-    let sent = (ab.await.unwrap(), ba.await.unwrap());
-    check_notes(&mut r, what, sent, (killed, up)).await;
+    check_notes(&mut r, what, notes.stop().await, (killed, up)).await;
     expect_members(d.edge(0), &code, &[&r.a.user_id, &r.b.user_id, &c.user_id]).await;
 }
 
@@ -439,7 +464,7 @@ async fn nats_restarted_everything_reconnects() {
     }
     expect_session_kept(d.edge(0), &code, &r.a.cookie).await;
     expect_session_kept(d.edge(1), &code, &r.b.cookie).await;
-    let c = Player::must_join(d.edge(0), &code, &r.cookie_c).await;
+    let c = Player::must_join(d.edge(0), &code, &r.cookie_c, None).await;
     r.b.wait_for(Duration::from_secs(15), |g| {
         g.is("USER_CONNECT", &c.user_id)
     })
@@ -471,10 +496,7 @@ async fn mongo_stopped_and_started() {
     let mut d = Deployment::start(2, &[]).await;
     let mut r = room(&d).await;
     let code = r.code.clone();
-    let stop = CancellationToken::new();
-    let every = Duration::from_millis(50);
-    let ab = spawn_notes(r.a.sender(), r.b.user_id.clone(), every, stop.clone());
-    let ba = spawn_notes(r.b.sender(), r.a.user_id.clone(), every, stop.clone());
+    let notes = Notes::start(&r);
 
     let killed = Instant::now();
     d.mongo().stop();
@@ -517,26 +539,14 @@ async fn mongo_stopped_and_started() {
     );
     expect_members(d.edge(1), &code, &[&r.a.user_id, &r.b.user_id]).await;
     expect_session_kept(d.edge(0), &code, &r.a.cookie).await;
-    let (a, b) = (&mut r.a, &mut r.b);
-    expect_update_done(a, b, "Recovered").await;
-    let c = Player::must_join(d.edge(1), &code, &r.cookie_c).await;
-    r.a.wait_for(Duration::from_secs(15), |g| {
-        g.is("USER_CONNECT", &c.user_id)
-    })
-    .await
-    .expect("the new member is announced");
-    expect_status(
-        d.edge(0),
-        "POST",
-        "/api/room",
-        None,
-        Duration::from_secs(15),
-        201,
+    let _c = expect_working_again(&d, &mut r, "Recovered").await;
+    check_notes(
+        &mut r,
+        "mongo_stopped",
+        notes.stop().await,
+        (killed, mongo_up),
     )
     .await;
-    stop.cancel();
-    let sent = (ab.await.unwrap(), ba.await.unwrap());
-    check_notes(&mut r, "mongo_stopped", sent, (killed, mongo_up)).await;
     assert!(
         d.rooms.is_running()
             && d.presence.is_running()
@@ -552,7 +562,7 @@ async fn leaving_while_presence_is_down_leaves_no_ghost() {
     let mut d = Deployment::start(2, &[]).await;
     let mut r = room(&d).await;
     let code = r.code.clone();
-    let leaver = Player::must_join(d.edge(1), &code, &r.cookie_c).await;
+    let leaver = Player::must_join(d.edge(1), &code, &r.cookie_c, None).await;
     let leaver_id = leaver.user_id.clone();
     r.a.wait_for(Duration::from_secs(15), |g| {
         g.is("USER_CONNECT", &leaver_id)

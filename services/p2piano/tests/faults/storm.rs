@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use crate::client::{JoinError, Player, create_room, http_within, session_for};
-use crate::harness::{Deployment, Store};
+use p2piano_testkit::sio::player::{JoinError, Player};
+
+use crate::harness::{Deployment, Store, create_room, http_within, session_for};
 
 /// Clients in the storm (`FAULTS_STORM_CLIENTS` overrides it, for investigating).
 fn clients() -> usize {
@@ -55,7 +56,7 @@ async fn join_one(
     code: &str,
     pid: Option<&str>,
 ) -> Result<Player, String> {
-    match tokio::time::timeout(ONE_WITHIN, Player::join_page(port, code, cookie, pid)).await {
+    match tokio::time::timeout(ONE_WITHIN, Player::join(port, code, cookie, pid)).await {
         Ok(Ok(p)) => Ok(p),
         Ok(Err(JoinError::Refused(m))) => Err(format!("refused: {m}")),
         Ok(Err(JoinError::Transport(m))) => Err(format!("transport: {m}")),

@@ -3,14 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{Got, Player, create_room, http, join_raw, session_for};
+use p2piano_testkit::http::try_request;
+use p2piano_testkit::sio::Got;
+use p2piano_testkit::sio::player::{Player, join};
+
 use crate::edges::{notes_from, spawn_notes_to};
-use crate::harness::Deployment;
+use crate::harness::{Deployment, create_room, session_for};
 
 /// The well-behaved sender's rate: 50 notes a second (its budget is 1000 per 10 s).
 const STEADY_EVERY: Duration = Duration::from_millis(20);
@@ -22,7 +23,7 @@ const PLAY: Duration = Duration::from_secs(13);
 
 /// The `p2piano_edge_dropped_total` of the edge whose admin port is `port`, if it exports it.
 async fn dropped(port: u16) -> Option<u64> {
-    let r = http(port, "GET", "/metrics", None, None).await.ok()?;
+    let r = try_request(port, "GET", "/metrics", &[], None).await.ok()?;
     r.body
         .lines()
         .find_map(|l| l.strip_prefix("p2piano_edge_dropped_total "))
@@ -46,14 +47,14 @@ async fn slow_consumer_and_flooder_do_not_hurt_the_room() {
     for _ in 0..4 {
         cookies.push(session_for(e1, &code).await);
     }
-    let sender = Player::must_join(e1, &code, &cookie_s).await;
+    let sender = Player::must_join(e1, &code, &cookie_s, None).await;
     // The receiver and the slow consumer share an edge (and its delivery of the room).
-    let mut receiver = Player::must_join(e2, &code, &cookies[0]).await;
-    let (slow_ws, slow_id, _) = join_raw(e2, &code, &cookies[1], Some(4096), None)
+    let mut receiver = Player::must_join(e2, &code, &cookies[0], None).await;
+    let (mut slow, slow_id) = join(e2, &code, &cookies[1], Some(4096), None)
         .await
         .expect("the slow consumer joins");
-    let mut flooder = Player::must_join(e1, &code, &cookies[2]).await;
-    let bulk = Player::must_join(e1, &code, &cookies[3]).await;
+    let mut flooder = Player::must_join(e1, &code, &cookies[2], None).await;
+    let bulk = Player::must_join(e1, &code, &cookies[3], None).await;
     // Everyone is in: the receiver has seen the last joiner.
     receiver
         .wait_for(Duration::from_secs(30), |g| {
@@ -150,8 +151,8 @@ async fn slow_consumer_and_flooder_do_not_hurt_the_room() {
                 .is_some_and(|(n, d)| n == "exception" && d["code"] == 429)
         })
         .count();
-    let closed = flooder.seen.iter().find_map(|g| match g {
-        Got::Closed(code, at) => Some((*code, at.duration_since(started))),
+    let closed = flooder.seen.iter().find_map(|g| match g.got {
+        Got::Closed(code) => Some((code, g.at.duration_since(started))),
         _ => None,
     });
     let passed = notes_from(&receiver.seen, &flooder.user_id).len();
@@ -175,21 +176,7 @@ async fn slow_consumer_and_flooder_do_not_hurt_the_room() {
 
     // The slow consumer: its frames were dropped, and it was closed (1013) or is about to be.
     let dropped_after = dropped(d.edge_admin(1)).await;
-    let (mut frames, mut close) = (0usize, None);
-    let mut ws = slow_ws;
-    let reading = async {
-        while let Some(m) = ws.next().await {
-            match m {
-                Ok(Message::Close(c)) => {
-                    close = Some(c.map(|c| u16::from(c.code)));
-                    break;
-                }
-                Ok(_) => frames += 1,
-                Err(_) => break,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(10), reading).await;
+    let (frames, close) = slow.frames_until_closed(Duration::from_secs(10)).await;
     println!(
         "[faults] slow_and_flood: edge dropped_total {dropped_before:?} -> {dropped_after:?}; the \
          slow consumer, read at last, held {frames} frames, then close {close:?}"

@@ -27,29 +27,18 @@ fn start(env: &[(&str, &str)]) -> (Guard, std::sync::mpsc::Receiver<String>, u16
 
 /// Creates a room over HTTP and reads it back with the session cookie.
 fn create_and_read(port: u16) {
-    let (status, head, body) = http(port, "POST", "/api/room", &[]);
-    assert_eq!(status, 201, "{head}\n{body}");
-    let code = serde_json::from_str::<serde_json::Value>(&body).unwrap()["roomId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let cookie = head
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_owned();
-    let (status, _, body) = http(
+    let created = http(port, "POST", "/api/room", &[]);
+    assert_eq!(created.status, 201, "{created:?}");
+    let code = created.json()["roomId"].as_str().unwrap().to_owned();
+    let cookie = created.cookie().expect("a session cookie");
+    let read = http(
         port,
         "GET",
         &format!("/rooms/{code}"),
         &[("Cookie", &cookie)],
     );
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()["code"],
-        code
-    );
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.json()["code"], code);
 }
 
 #[test]
@@ -64,16 +53,17 @@ fn embedded_mode_needs_nothing_and_says_so() {
         first.contains("open http://localhost:"),
         "first line: {first}"
     );
-    let (status, _, body) = http(port, "GET", "/health", &[]);
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(http(port, "GET", "/health/ready", &[]).0, 200);
+    let health = http(port, "GET", "/health", &[]);
+    assert_eq!(health.status, 200, "{}", health.body);
+    assert_eq!(http(port, "GET", "/health/ready", &[]).status, 200);
     create_and_read(port);
-    let (status, head, _) = http(port, "GET", "/", &[]);
-    assert_eq!(status, 200);
+    let page = http(port, "GET", "/", &[]);
+    assert_eq!(page.status, 200);
     assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/html"),
-        "{head}"
+        page.header("content-type")
+            .is_some_and(|t| t.starts_with("text/html")),
+        "{:?}",
+        page.headers
     );
     sigterm(&child.0);
     wait_for_line(&logs, "edge stopped");

@@ -59,7 +59,7 @@ async fn read_to_close(tcp: &mut TcpStream, within: Duration) -> Option<String> 
 
 /// GET `path` on the edge from 127.0.0.1 (a thread: the helper is blocking), bounded.
 async fn status_of(port: u16, path: &'static str) -> u16 {
-    let probe = tokio::task::spawn_blocking(move || http(port, "GET", path, &[]).0);
+    let probe = tokio::task::spawn_blocking(move || http(port, "GET", path, &[]).status);
     tokio::time::timeout(Duration::from_secs(10), probe)
         .await
         .map_or(0, |r| r.unwrap_or(0))

@@ -127,31 +127,19 @@ impl Split {
     }
 }
 
-/// The session cookie (`name=value`) in a response head.
-fn cookie(head: &str) -> String {
-    head.lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .and_then(|c| c.split(';').next())
-        .unwrap_or_else(|| panic!("a session cookie in {head}"))
-        .to_owned()
-}
-
 /// A room created over HTTP on `edge`: (its creator's cookie, its code).
 fn create_room(edge: u16) -> (String, String) {
-    let (status, head, body) = http(edge, "POST", "/api/room", &[]);
-    assert_eq!(status, 201, "{head}\n{body}");
-    let code = serde_json::from_str::<Value>(&body).expect("JSON")["roomId"]
-        .as_str()
-        .expect("roomId")
-        .to_owned();
-    (cookie(&head), code)
+    let r = http(edge, "POST", "/api/room", &[]);
+    assert_eq!(r.status, 201, "{r:?}");
+    let code = r.json()["roomId"].as_str().expect("roomId").to_owned();
+    (r.cookie().expect("a session cookie"), code)
 }
 
 /// A new session that looked at room `code` over HTTP on `edge`: its cookie.
 fn visit_room(edge: u16, code: &str) -> String {
-    let (status, head, body) = http(edge, "GET", &format!("/api/room/{code}"), &[]);
-    assert_eq!(status, 200, "{head}\n{body}");
-    cookie(&head)
+    let r = http(edge, "GET", &format!("/api/room/{code}"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    r.cookie().expect("a session cookie")
 }
 
 /// A web client (namespace `/api`) with session `cookie` joined to room `code` on `edge`;
@@ -462,9 +450,10 @@ async fn one_client_event_is_one_trace_across_the_split_services() {
 
 /// The samples of a `/metrics` page: series (name and labels as written) to value.
 fn scrape(port: u16) -> HashMap<String, f64> {
-    let (status, _, body) = http(port, "GET", "/metrics", &[]);
-    assert_eq!(status, 200, "{body}");
-    body.lines()
+    let r = http(port, "GET", "/metrics", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+        .lines()
         .filter(|line| !line.starts_with('#') && !line.is_empty())
         .filter_map(|line| {
             let (series, value) = line.rsplit_once(' ')?;

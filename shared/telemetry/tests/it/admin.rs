@@ -62,17 +62,17 @@ async fn live_ready_and_metrics() {
     .await;
 
     let live = common::get(addr, "/health/live").await;
-    assert_eq!(live.status(), 200);
-    assert_eq!(live.text(), r#"{"status":"ok"}"#);
+    assert_eq!(live.status, 200);
+    assert_eq!(live.body, r#"{"status":"ok"}"#);
 
     let ready = common::get(addr, "/health/ready").await;
-    assert_eq!(ready.status(), 200);
-    assert_eq!(ready.text(), r#"{"status":"ok"}"#);
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.body, r#"{"status":"ok"}"#);
 
     probe.0.store(false, Ordering::SeqCst);
     let unavailable = common::get(addr, "/health/ready").await;
-    assert_eq!(unavailable.status(), 503);
-    let body: serde_json::Value = serde_json::from_slice(&unavailable.body).expect("json");
+    assert_eq!(unavailable.status, 503);
+    let body: serde_json::Value = serde_json::from_str(&unavailable.body).expect("json");
     assert_eq!(body["status"], "unavailable");
     assert_eq!(body["reason"], "bus disconnected");
     assert!(
@@ -82,19 +82,19 @@ async fn live_ready_and_metrics() {
     );
 
     let scrape = common::get(addr, "/metrics").await;
-    assert_eq!(scrape.status(), 200);
+    assert_eq!(scrape.status, 200);
     assert_eq!(
         scrape.header("content-type"),
         Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
     );
-    let text = scrape.text();
+    let text = scrape.body;
     assert!(
         text.contains("p2piano_admin_test_requests_total 3"),
         "{text}"
     );
     assert!(text.ends_with("# EOF\n"), "{text}");
 
-    assert_eq!(common::get(addr, "/nope").await.status(), 404);
+    assert_eq!(common::get(addr, "/nope").await.status, 404);
 
     token.cancel();
     task.await.expect("join").expect("serve ends cleanly");
@@ -107,7 +107,7 @@ async fn cancelling_stops_the_server() {
         readiness: Arc::new(AlwaysReady),
     })
     .await;
-    assert_eq!(common::get(addr, "/health/live").await.status(), 200);
+    assert_eq!(common::get(addr, "/health/live").await.status, 200);
     token.cancel();
     task.await.expect("join").expect("serve ends cleanly");
     assert!(
@@ -156,15 +156,15 @@ async fn the_admin_listener_answers_until_the_service_has_drained() {
         shutdown.clone(),
         service,
     ));
-    assert_eq!(common::get(addr, "/health/ready").await.status(), 200);
+    assert_eq!(common::get(addr, "/health/ready").await.status, 200);
     shutdown.cancel();
     while !draining.load(Ordering::SeqCst) {
         tokio::task::yield_now().await;
     }
     // Draining: not ready, but health and metrics still answer while the service drains.
-    assert_eq!(common::get(addr, "/health/ready").await.status(), 503);
-    assert_eq!(common::get(addr, "/health/live").await.status(), 200);
-    assert_eq!(common::get(addr, "/metrics").await.status(), 200);
+    assert_eq!(common::get(addr, "/health/ready").await.status, 503);
+    assert_eq!(common::get(addr, "/health/live").await.status, 200);
+    assert_eq!(common::get(addr, "/metrics").await.status, 200);
     assert!(!run.is_finished());
     release.send(()).unwrap();
     run.await.unwrap().unwrap();

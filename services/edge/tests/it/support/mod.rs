@@ -1,12 +1,10 @@
 //! Harness for edge tests: the split deployment (rooms, presence and two edges over real
 //! NATS, rooms on the MongoDB-wire server, presence on JetStream KV) or everything on the
-//! in-process bus, plus a raw Engine.IO/Socket.IO client over tokio-tungstenite and a small
-//! HTTP client.
+//! in-process bus; the Socket.IO and HTTP clients are the testkit's.
 
 #![allow(dead_code, missing_docs, unused_imports)]
 
 pub use p2piano_testkit::sio as client;
-pub mod http;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +15,7 @@ use p2piano_config::Config;
 use tokio_util::sync::CancellationToken;
 
 pub use client::SioClient;
-pub use http::{HttpResponse, request};
+pub use p2piano_testkit::http::{Response, request};
 
 pub use p2piano_testkit::sio::WAIT;
 

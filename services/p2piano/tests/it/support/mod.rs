@@ -56,33 +56,9 @@ pub fn sigterm(child: &Child) {
     assert!(ok.success());
 }
 
-/// One HTTP/1.1 request over a fresh connection: (status, head, body).
-pub fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("port open");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\nContent-Length: 0\r\n"
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_owned(), body.to_owned())
-}
+/// One HTTP request over a fresh connection, from synchronous code (these tests drive the
+/// binary as a child process).
+pub use p2piano_testkit::http::request_blocking as http;
 
 /// The port in an `edge ready` log line (`port=N` as text, `"port":N` as JSON).
 pub fn port_of(line: &str) -> u16 {

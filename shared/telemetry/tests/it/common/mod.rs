@@ -1,7 +1,10 @@
-//! A tiny HTTP/1.1 client and server for tests, to avoid an HTTP client dependency.
+//! HTTP for the telemetry tests: requests to the admin listener go through the testkit's
+//! client; the collector the OTLP exporter sends to is a tiny HTTP/1.1 server of raw sockets,
+//! so that a test sees the request exactly as it was written.
 
 use std::net::SocketAddr;
 
+use p2piano_testkit::http::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -20,22 +23,10 @@ impl Message {
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_str())
     }
-
-    pub fn status(&self) -> u16 {
-        self.start
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("no status in {:?}", self.start))
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
 }
 
-/// Reads one message (headers, then a Content-Length body or everything until EOF).
-pub async fn read_message(stream: &mut TcpStream, until_eof: bool) -> Message {
+/// Reads one request (headers, then a Content-Length body or everything until EOF).
+async fn read_message(stream: &mut TcpStream) -> Message {
     let mut buf = Vec::new();
     let head_end = loop {
         if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -59,7 +50,7 @@ pub async fn read_message(stream: &mut TcpStream, until_eof: bool) -> Message {
         .find(|(k, _)| k == "content-length")
         .and_then(|(_, v)| v.parse::<usize>().ok());
     match length {
-        Some(length) if !until_eof => {
+        Some(length) => {
             while body.len() < length {
                 let mut chunk = [0u8; 4096];
                 let n = stream.read(&mut chunk).await.expect("read body");
@@ -78,18 +69,16 @@ pub async fn read_message(stream: &mut TcpStream, until_eof: bool) -> Message {
     }
 }
 
-/// `GET path` with `Connection: close`.
-pub async fn get(addr: SocketAddr, path: &str) -> Message {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    read_message(&mut stream, true).await
+/// `GET path` on the admin listener at `addr` (on loopback), with the tests' HTTP client.
+pub async fn get(addr: SocketAddr, path: &str) -> Response {
+    assert!(addr.ip().is_loopback(), "{addr} is not on loopback");
+    p2piano_testkit::http::request(addr.port(), "GET", path, &[], None).await
 }
 
 /// Accepts one request on `listener` and answers it with an empty 200.
 pub async fn accept_one(listener: &TcpListener) -> Message {
     let (mut stream, _) = listener.accept().await.expect("accept");
-    let request = read_message(&mut stream, false).await;
+    let request = read_message(&mut stream).await;
     stream
         .write_all(
             b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",

@@ -1,7 +1,11 @@
 //! The tests' Socket.IO client: raw Engine.IO v4 / Socket.IO v5 over tokio-tungstenite,
 //! answering pings itself, so that tests see exactly the frames the edge sends (and can send
 //! frames no real client would). The edge's tests and the split deployment's telemetry test
-//! use it; the JavaScript conformance suite uses the real `socket.io-client`.
+//! use it; the JavaScript conformance suite uses the real `socket.io-client`. The fault tests
+//! use it through [`player`]: a joined socket whose frames a task of its own reads, with
+//! the arrival time of each.
+
+pub mod player;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -16,9 +20,12 @@ use std::time::Duration;
 /// How long a test waits for any one frame or reply.
 pub const WAIT: Duration = Duration::from_secs(15);
 
+/// The WebSocket of a [`SioClient`].
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
 /// One socket to an edge.
 pub struct SioClient {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: Ws,
     /// The namespace of the last connect (`/api` or `/`), prefixed to every event sent.
     pub ns: String,
     /// The Engine.IO open packet's payload (`sid`, `pingInterval`, ...).
@@ -31,6 +38,47 @@ pub struct SioClient {
     /// request's ack (rooms announces a change before it answers), and a test must still
     /// see it.
     pending: VecDeque<Got>,
+    /// How long a read waits for the next frame before failing the test: [`WAIT`], or no
+    /// limit for a client whose caller bounds the whole exchange (see [`player::join`]).
+    limit: Option<Duration>,
+}
+
+/// The Socket.IO packet in text frame `text` of namespace prefix `prefix` (`/api,` or
+/// nothing), or None for a frame that is none (an Engine.IO packet, an unknown type).
+fn parse(text: &str, prefix: &str) -> Option<Got> {
+    let sio = text.strip_prefix('4')?;
+    let kind = sio.chars().next().unwrap_or(' ');
+    let rest = &sio[1..];
+    let rest = rest.strip_prefix(prefix).unwrap_or(rest);
+    Some(match kind {
+        '0' => Got::Connected(serde_json::from_str(rest).unwrap_or(Value::Null)),
+        '1' => Got::Disconnected,
+        '4' => Got::ConnectError(serde_json::from_str(rest).unwrap_or(Value::Null)),
+        '2' => {
+            let v: Value = serde_json::from_str(rest).expect("event JSON");
+            Got::Event(
+                v[0].as_str().unwrap().to_owned(),
+                v.get(1).cloned().unwrap_or(Value::Null),
+            )
+        }
+        '3' => {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            let v: Value = serde_json::from_str(&rest[digits.len()..]).unwrap();
+            Got::Ack(digits.parse().unwrap(), v[0].clone())
+        }
+        _ => return None,
+    })
+}
+
+/// What a client that does not answer pings read before the close.
+#[derive(Default)]
+struct Tally {
+    /// Every frame but the close.
+    frames: usize,
+    /// Engine.IO pings among them.
+    pings: usize,
+    /// The close frame, if one came: its code, if it had one.
+    close: Option<Option<u16>>,
 }
 
 /// What the server sent, as a test sees it.
@@ -64,13 +112,29 @@ impl SioClient {
         headers: &[(&str, &str)],
         recv_buffer: Option<u32>,
     ) -> Result<Self, String> {
+        let mut c = Self::handshake(port, query, headers, recv_buffer, Some(WAIT)).await?;
+        let first = c.raw().await.expect("open packet");
+        let open = first.strip_prefix('0').expect("Engine.IO open");
+        c.open = serde_json::from_str(open).unwrap();
+        Ok(c)
+    }
+
+    /// The TCP connection (no Nagle delay) and the WebSocket upgrade, before the Engine.IO
+    /// open packet; reads then wait for each frame up to `limit`.
+    async fn handshake(
+        port: u16,
+        query: &str,
+        headers: &[(&str, &str)],
+        recv_buffer: Option<u32>,
+        limit: Option<Duration>,
+    ) -> Result<Self, String> {
         let url = format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket&{query}");
-        let mut req = url.into_client_request().unwrap();
+        let mut req = url.into_client_request().map_err(|e| e.to_string())?;
         for (k, v) in headers {
-            req.headers_mut().insert(
-                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
+            let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| e.to_string())?;
+            req.headers_mut()
+                .insert(name, v.parse().map_err(|e| format!("{e}"))?);
         }
         let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
         if let Some(size) = recv_buffer {
@@ -82,20 +146,28 @@ impl SioClient {
             .connect(([127, 0, 0, 1], port).into())
             .await
             .map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
         let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp))
             .await
             .map_err(|e| e.to_string())?;
-        let mut c = Self {
+        Ok(Self {
             ws,
             ns: "/".into(),
             open: Value::Null,
             pid: None,
             pending: VecDeque::new(),
-        };
-        let first = c.raw().await.expect("open packet");
-        let open = first.strip_prefix('0').expect("Engine.IO open");
-        c.open = serde_json::from_str(open).unwrap();
-        Ok(c)
+            limit,
+        })
+    }
+
+    /// The next frame off the socket, waiting up to `limit` (failing the test after it).
+    async fn frame(&mut self) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+        match self.limit {
+            Some(limit) => tokio::time::timeout(limit, self.ws.next())
+                .await
+                .expect("a frame in time"),
+            None => self.ws.next().await,
+        }
     }
 
     /// The client dialect's connect: `40/api,` (with auth when given).
@@ -170,10 +242,7 @@ impl SioClient {
     /// The next raw text frame, answering pings; None when closed.
     pub async fn raw(&mut self) -> Option<String> {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("a frame in time")?;
-            match msg {
+            match self.frame().await? {
                 Ok(Message::Text(t)) if t.as_str() == "2" => {
                     let _ = self.ws.send(Message::Text("3".into())).await;
                 }
@@ -195,47 +264,23 @@ impl SioClient {
     /// The next Socket.IO-level thing on the wire, past what is pending.
     async fn read(&mut self) -> Got {
         loop {
-            let msg = match tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("a frame in time")
-            {
+            let msg = match self.frame().await {
                 None => return Got::Closed(None),
                 Some(Err(_)) => return Got::Closed(None),
                 Some(Ok(m)) => m,
             };
             let text = match msg {
-                Message::Text(t) => t.to_string(),
+                Message::Text(t) => t,
                 Message::Close(c) => return Got::Closed(c.map(|c| c.code.into())),
                 _ => continue,
             };
-            if text == "2" {
+            if text.as_str() == "2" {
                 let _ = self.ws.send(Message::Text("3".into())).await;
                 continue;
             }
-            let Some(sio) = text.strip_prefix('4') else {
-                continue;
-            };
-            let kind = sio.chars().next().unwrap_or(' ');
-            let rest = &sio[1..];
-            let rest = rest.strip_prefix(&self.prefix()).unwrap_or(rest);
-            return match kind {
-                '0' => Got::Connected(serde_json::from_str(rest).unwrap_or(Value::Null)),
-                '1' => Got::Disconnected,
-                '4' => Got::ConnectError(serde_json::from_str(rest).unwrap_or(Value::Null)),
-                '2' => {
-                    let v: Value = serde_json::from_str(rest).expect("event JSON");
-                    Got::Event(
-                        v[0].as_str().unwrap().to_owned(),
-                        v.get(1).cloned().unwrap_or(Value::Null),
-                    )
-                }
-                '3' => {
-                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                    let v: Value = serde_json::from_str(&rest[digits.len()..]).unwrap();
-                    Got::Ack(digits.parse().unwrap(), v[0].clone())
-                }
-                _ => continue,
-            };
+            if let Some(got) = parse(&text, &self.prefix()) {
+                return got;
+            }
         }
     }
 
@@ -250,16 +295,34 @@ impl SioClient {
     /// Reads frames WITHOUT answering pings until the server closes the socket; returns
     /// the pings seen and the close code.
     pub async fn until_closed_ignoring_pings(&mut self) -> (usize, Option<u16>) {
-        let mut pings = 0;
+        let mut tally = Tally::default();
+        self.read_until_closed(&mut tally).await;
+        (tally.pings, tally.close.flatten())
+    }
+
+    /// Reads frames WITHOUT answering pings until the server closes the socket or `within`
+    /// passes: a client that stopped reading, reading at last. Returns how many frames it
+    /// held (of any kind) and, if the close frame came, its code.
+    pub async fn frames_until_closed(&mut self, within: Duration) -> (usize, Option<Option<u16>>) {
+        let mut tally = Tally::default();
+        let _ = tokio::time::timeout(within, self.read_until_closed(&mut tally)).await;
+        (tally.frames, tally.close)
+    }
+
+    /// Counts frames into `tally` until the socket closes (or its stream ends).
+    async fn read_until_closed(&mut self, tally: &mut Tally) {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("a frame in time");
-            match msg {
-                Some(Ok(Message::Text(t))) if t.as_str() == "2" => pings += 1,
-                Some(Ok(Message::Close(c))) => return (pings, c.map(|c| c.code.into())),
-                None | Some(Err(_)) => return (pings, None),
-                Some(Ok(_)) => continue,
+            match self.frame().await {
+                Some(Ok(Message::Close(c))) => {
+                    tally.close = Some(c.map(|c| c.code.into()));
+                    return;
+                }
+                Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
+                    tally.pings += 1;
+                    tally.frames += 1;
+                }
+                Some(Ok(_)) => tally.frames += 1,
+                None | Some(Err(_)) => return,
             }
         }
     }
