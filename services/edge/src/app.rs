@@ -157,9 +157,13 @@ impl Application {
             body_timeout: settings.body_timeout,
             metrics: metrics.clone(),
         };
+        // Relays cross the bus only to the other edges: this edge hands them to its own
+        // sockets itself (`fanout::Registry::relay`).
+        let rooms_bus = bus.no_echo(&format!("edge-{id}-rooms")).await?;
         let edge = Edge::new(
             id.clone(),
             rpc.clone(),
+            rooms_bus,
             auth.clone(),
             config.cors_origin.clone(),
             settings,
@@ -296,7 +300,7 @@ impl Readiness for EdgeReadiness {
             if self.edge.draining.load(Ordering::Relaxed) {
                 return Err("draining".to_owned());
             }
-            if !self.bus.is_connected() {
+            if !self.bus.is_connected() || !self.edge.registry.is_connected() {
                 return Err("nats: not connected".to_owned());
             }
             if self.gate.near_cap() {

@@ -116,12 +116,11 @@ impl Dialect {
         match (self, r.kind) {
             (Dialect::Client, RelayKind::Event) => {
                 let name = Event::client_relay(&r.event)?.name();
-                let mut payload = match &r.data {
-                    Value::Object(m) => m.clone(),
-                    _ => return None,
+                let Value::Object(data) = &r.data else {
+                    return None;
                 };
-                payload.insert("userId".to_owned(), Value::String(r.from.to_string()));
-                Some((name, self.event(name, Some(&Value::Object(payload)))))
+                let frame = sio::encode_client_relay(self.namespace(), name, data, r.from.as_str());
+                Some((name, Utf8Bytes::from(frame)))
             }
             (Dialect::Client, RelayKind::Signal) => {
                 let payload = json!({"signalData": r.data, "userId": r.from});

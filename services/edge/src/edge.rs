@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::presence_link::EdgeVitals;
 use futures::{Stream, StreamExt};
+use p2piano_bus::Bus;
 use p2piano_protocol::presence::{
     EdgeControl, HeldSocket, RESYNC_PART, Resync, digest_bucket, digest_of,
 };
@@ -104,16 +105,18 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// Assembles the edge state.
+    /// Assembles the edge state. `rooms_bus` is a no-echo handle on the bus
+    /// ([`p2piano_bus::Bus::no_echo`]) for the rooms' subscriptions and relays.
     pub fn new(
         edge_id: String,
         rpc: Rpc,
+        rooms_bus: Bus,
         auth: SessionAuth,
         cors_origins: Vec<String>,
         settings: SocketSettings,
         metrics: EdgeMetrics,
     ) -> Arc<Self> {
-        let registry = Registry::new(rpc.bus().clone(), rpc.subjects().clone(), metrics.clone());
+        let registry = Registry::new(rooms_bus, rpc.subjects().clone(), metrics.clone());
         Arc::new(Self {
             edge_id,
             rpc,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
-use p2piano_bus::{Bus, BusError, Message, Subscription};
+use p2piano_bus::{Bus, BusError, Headers, Message, Subscription};
 use p2piano_protocol::relay::Relay;
 use p2piano_protocol::{MembersEvent, Room, RoomCode, Subjects, UserId};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +34,8 @@ pub struct LocalMember {
 #[derive(Debug)]
 pub struct LocalRoom {
     code: RoomCode,
+    /// `<prefix>.room.<code>.relay`, built once rather than per note.
+    relay_subject: String,
     inner: Mutex<Inner>,
 }
 
@@ -55,6 +57,11 @@ impl LocalRoom {
     /// The room's code.
     pub fn code(&self) -> &RoomCode {
         &self.code
+    }
+
+    /// The subject this room's relays are published to.
+    pub fn relay_subject(&self) -> &str {
+        &self.relay_subject
     }
 
     /// Takes `room` as the current record if it is newer than the one held.
@@ -171,7 +178,9 @@ struct Slot {
     stop: CancellationToken,
 }
 
-/// The rooms this edge holds members of.
+/// The rooms this edge holds members of, subscribed through a no-echo handle on the bus:
+/// the relays this edge publishes reach its own sockets through [`Registry::relay`], never
+/// back from the bus.
 pub struct Registry {
     bus: Bus,
     subjects: Subjects,
@@ -190,6 +199,29 @@ impl Registry {
         }
     }
 
+    /// Publishes a relay to the room's subject, for the other edges holding members, and
+    /// delivers it to this edge's own members of the room at once (the bus does not echo it
+    /// back). Returns how many local frames were queued. The relay goes as a value:
+    /// serialized only when it leaves the process.
+    pub async fn relay(
+        &self,
+        room: &LocalRoom,
+        relay: Relay,
+        headers: Headers,
+    ) -> Result<u64, BusError> {
+        let relay = Arc::new(relay);
+        self.bus
+            .publish_value(room.relay_subject(), headers, Arc::clone(&relay))
+            .await?;
+        Ok(room.deliver_relay(&relay, &self.metrics))
+    }
+
+    /// Whether the rooms' bus connection is up (part of readiness: without it no relay
+    /// reaches another edge).
+    pub fn is_connected(&self) -> bool {
+        self.bus.is_connected()
+    }
+
     /// Attaches a socket to `code`: subscribes to the room's subjects first if this edge
     /// had nobody there (so that nothing published after the join is missed). Every
     /// attach must be paired with a [`Registry::detach`].
@@ -202,6 +234,7 @@ impl Registry {
         let sub = self.bus.subscribe(&self.subjects.room_all(code)).await?;
         let room = Arc::new(LocalRoom {
             code: code.clone(),
+            relay_subject: self.subjects.room_relay(code),
             inner: Mutex::new(Inner {
                 attached: 1,
                 ..Default::default()
@@ -299,7 +332,7 @@ fn deliver(room: &LocalRoom, msg: &Message, members: bool, metrics: &EdgeMetrics
     p2piano_telemetry::set_parent_from(&span, &msg.headers);
     let _entered = span.enter();
     if members {
-        match serde_json::from_slice::<MembersEvent>(&msg.payload) {
+        match msg.value::<MembersEvent>() {
             Ok(e) => {
                 span.record("event", tracing::field::debug(e.kind));
                 span.record("delivered", room.deliver_members(&e, metrics));
@@ -309,7 +342,8 @@ fn deliver(room: &LocalRoom, msg: &Message, members: bool, metrics: &EdgeMetrics
             }
         }
     } else {
-        match serde_json::from_slice::<Relay>(&msg.payload) {
+        // Handed over as a value on the in-process bus; parsed once here off NATS.
+        match msg.value::<Relay>() {
             Ok(r) => {
                 span.record("event", r.event.as_str());
                 span.record("delivered", room.deliver_relay(&r, metrics));

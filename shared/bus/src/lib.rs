@@ -31,5 +31,5 @@ pub use bus::{Bus, BusKind};
 pub use error::{BusError, BusErrorKind};
 pub use headers::Headers;
 pub use lane::spawn_lane;
-pub use message::Message;
+pub use message::{Local, Message};
 pub use subscription::Subscription;

@@ -1,23 +1,28 @@
-//! The in-process bus backend for `p2piano all`: a subject trie plus one bounded channel per
+//! The in-process bus backend for `p2piano all`: a subject trie plus one bounded queue per
 //! subscription, with the same observable semantics as NATS (wildcards, queue groups,
 //! per-publisher order, slow-consumer drops, no-responders, payload limit).
+//!
+//! A subscription's queue is a `VecDeque` that is allocated on the first message and freed
+//! again when emptied, not a channel: the edge holds one subscription per room, and a
+//! channel's first block of slots (3.5 KiB) would be paid by every room, busy or not.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 use futures::{Stream, StreamExt};
 use rand::Rng;
-use tokio::sync::mpsc;
 
 use crate::bus::BusKind;
 use crate::error::BusError;
 use crate::headers::Headers;
-use crate::message::Message;
+use crate::message::{Local, Message};
 use crate::sublist::Sublist;
 use crate::subscription::{Subscription, SubscriptionBackend};
 use crate::transport::Transport;
@@ -29,11 +34,84 @@ pub(crate) const SUBSCRIPTION_CAPACITY: usize = 65_536;
 /// an oversized message fails the same way in both modes.
 pub(crate) const MAX_PAYLOAD: usize = 1024 * 1024;
 
+/// A queue buffer with more room than this is freed when emptied, so that a burst does not
+/// leave its high-water mark allocated for the subscription's life.
+const KEEP_CAPACITY: usize = 16;
+
+/// Why a message was not queued.
+enum Refused {
+    /// The subscriber is [`SUBSCRIPTION_CAPACITY`] messages behind.
+    Full,
+    /// The subscription has ended.
+    Closed,
+}
+
+/// One subscription's buffer, shared by the trie (publishers push) and the subscription
+/// (the reader pops).
+#[derive(Default)]
+struct Queue {
+    messages: Mutex<VecDeque<Message>>,
+    /// Set when no more messages will be pushed (the subscription left the trie).
+    closed: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Queue {
+    fn messages(&self) -> std::sync::MutexGuard<'_, VecDeque<Message>> {
+        self.messages.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, message: Message) -> Result<(), (Refused, Message)> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err((Refused::Closed, message));
+        }
+        {
+            let mut messages = self.messages();
+            if messages.len() >= SUBSCRIPTION_CAPACITY {
+                return Err((Refused::Full, message));
+            }
+            messages.push_back(message);
+        }
+        self.waker.wake();
+        Ok(())
+    }
+
+    fn pop(&self) -> Option<Message> {
+        let mut messages = self.messages();
+        let message = messages.pop_front();
+        if messages.is_empty() && messages.capacity() > KEEP_CAPACITY {
+            *messages = VecDeque::new();
+        }
+        message
+    }
+
+    /// No more pushes; what is buffered can still be read.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        if let Some(message) = self.pop() {
+            return Poll::Ready(Some(message));
+        }
+        self.waker.register(cx.waker());
+        // Checked again after registering, so that a push in between is not missed.
+        match self.pop() {
+            Some(message) => Poll::Ready(Some(message)),
+            None if self.closed.load(Ordering::Acquire) => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
+}
+
 /// One subscription as stored in the trie.
 struct Slot {
     /// The pattern it was made with, for the slow-consumer warning.
     subject: Arc<str>,
-    sender: mpsc::Sender<Message>,
+    /// The no-echo handle that made it (its own publishes skip it), or 0.
+    origin: u64,
+    queue: Arc<Queue>,
     /// Messages dropped for this subscription because its buffer was full.
     dropped: AtomicU64,
 }
@@ -66,6 +144,8 @@ impl Shared {
         reply: Option<&str>,
         headers: Headers,
         payload: Bytes,
+        local: Option<Local>,
+        origin: u64,
     ) -> Result<usize, BusError> {
         let size = payload.len() + headers.wire_len();
         if size > MAX_PAYLOAD {
@@ -78,16 +158,23 @@ impl Shared {
             reply: reply.map(str::to_owned),
             headers: headers.trimmed(),
             payload,
+            local,
         };
         // Delivery is `try_send` only, so the read lock is held briefly and never across an
         // await; a full buffer drops the message for that subscriber alone.
         let subs = self.read();
         let matches = subs.matches(subject);
+        // A no-echo handle's publishes skip its own subscriptions, as NATS `no_echo` does.
+        let foreign = |slot: &&Slot| origin == 0 || slot.origin != origin;
         let mut targets = matches.plain;
+        targets.retain(foreign);
         if !matches.groups.is_empty() {
             let mut rng = rand::rng();
             for (_, members) in &matches.groups {
-                targets.push(members[rng.random_range(0..members.len())]);
+                let members: Vec<&Slot> = members.iter().copied().filter(foreign).collect();
+                if !members.is_empty() {
+                    targets.push(members[rng.random_range(0..members.len())]);
+                }
             }
         }
         let interest = targets.len();
@@ -101,9 +188,9 @@ impl Shared {
     }
 
     fn deliver(&self, slot: &Slot, message: Message) {
-        match slot.sender.try_send(message) {
+        match slot.queue.push(message) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(message)) => {
+            Err((Refused::Full, message)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 let dropped = slot.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 // Warn on the 1st, 2nd, 4th, 8th... drop so a stuck subscriber cannot flood
@@ -118,16 +205,22 @@ impl Shared {
                 }
             }
             // The subscription is being dropped and will leave the trie momentarily.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err((Refused::Closed, _)) => {}
         }
     }
 
-    fn subscribe(self: &Arc<Self>, subject: &str, group: Option<&str>) -> MemorySubscription {
-        let (sender, receiver) = mpsc::channel(SUBSCRIPTION_CAPACITY);
+    fn subscribe(
+        self: &Arc<Self>,
+        subject: &str,
+        group: Option<&str>,
+        origin: u64,
+    ) -> MemorySubscription {
+        let queue = Arc::new(Queue::default());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let slot = Slot {
             subject: subject.into(),
-            sender,
+            origin,
+            queue: Arc::clone(&queue),
             dropped: AtomicU64::new(0),
         };
         self.write().insert(subject, group, id, slot);
@@ -136,7 +229,7 @@ impl Shared {
             id,
             subject: subject.to_owned(),
             group: group.map(str::to_owned),
-            receiver,
+            queue,
             registered: true,
         }
     }
@@ -146,6 +239,8 @@ impl Shared {
 #[derive(Default)]
 pub(crate) struct InProcess {
     shared: Arc<Shared>,
+    /// This handle's identity when it is a no-echo handle ([`Transport::no_echo`]), else 0.
+    origin: u64,
 }
 
 #[async_trait]
@@ -161,7 +256,25 @@ impl Transport for InProcess {
         headers: Headers,
         payload: Bytes,
     ) -> Result<(), BusError> {
-        self.shared.publish(subject, reply, headers, payload)?;
+        self.shared
+            .publish(subject, reply, headers, payload, None, self.origin)?;
+        Ok(())
+    }
+
+    async fn publish_local(
+        &self,
+        subject: &str,
+        headers: Headers,
+        value: Local,
+    ) -> Result<(), BusError> {
+        self.shared.publish(
+            subject,
+            None,
+            headers,
+            Bytes::new(),
+            Some(value),
+            self.origin,
+        )?;
         Ok(())
     }
 
@@ -170,7 +283,7 @@ impl Transport for InProcess {
         subject: &str,
         group: Option<&str>,
     ) -> Result<Subscription, BusError> {
-        let sub = self.shared.subscribe(subject, group);
+        let sub = self.shared.subscribe(subject, group, self.origin);
         Ok(Subscription::new(subject, Box::new(sub)))
     }
 
@@ -182,10 +295,10 @@ impl Transport for InProcess {
         timeout: Duration,
     ) -> Result<Message, BusError> {
         let inbox = format!("_INBOX.{:032x}", rand::random::<u128>());
-        let mut replies = self.shared.subscribe(&inbox, None);
+        let mut replies = self.shared.subscribe(&inbox, None, self.origin);
         if self
             .shared
-            .publish(subject, Some(&inbox), headers, payload)?
+            .publish(subject, Some(&inbox), headers, payload, None, self.origin)?
             == 0
         {
             return Err(BusError::no_responders());
@@ -216,22 +329,30 @@ impl Transport for InProcess {
     async fn dedicated(&self, _name: &str) -> Result<Option<Arc<dyn Transport>>, BusError> {
         Ok(None)
     }
+
+    async fn no_echo(&self, _name: &str) -> Result<Arc<dyn Transport>, BusError> {
+        let origin = self.shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(Arc::new(InProcess {
+            shared: Arc::clone(&self.shared),
+            origin,
+        }))
+    }
 }
 
-/// An in-process subscription: the receiving end of its slot's channel.
+/// An in-process subscription: the reading end of its slot's queue.
 struct MemorySubscription {
     shared: Arc<Shared>,
     id: u64,
     subject: String,
     group: Option<String>,
-    receiver: mpsc::Receiver<Message>,
+    queue: Arc<Queue>,
     /// Whether the slot is still in the trie.
     registered: bool,
 }
 
 impl MemorySubscription {
-    /// Takes the slot out of the trie: no new messages. Its sender is dropped with it, so the
-    /// receiver yields what is buffered and then ends.
+    /// Takes the slot out of the trie: no new messages. The queue is closed, so the stream
+    /// yields what is buffered and then ends.
     fn deregister(&mut self) {
         if self.registered {
             self.registered = false;
@@ -240,6 +361,7 @@ impl MemorySubscription {
                 .write()
                 .remove(&self.subject, self.group.as_deref(), self.id);
             drop(slot);
+            self.queue.close();
         }
     }
 }
@@ -253,7 +375,7 @@ impl SubscriptionBackend for MemorySubscription {
 
     async fn unsubscribe(&mut self) -> Result<(), BusError> {
         self.deregister();
-        self.receiver.close();
+        self.queue.messages().clear();
         Ok(())
     }
 }
@@ -261,8 +383,8 @@ impl SubscriptionBackend for MemorySubscription {
 impl Stream for MemorySubscription {
     type Item = Message;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.receiver.poll_recv(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.queue.poll_pop(cx)
     }
 }
 
@@ -294,6 +416,23 @@ mod tests {
         // The slow one kept the oldest messages, in order.
         assert_eq!(slow.next().await.unwrap().payload, "0");
         assert_eq!(slow.next().await.unwrap().payload, "1");
+    }
+
+    #[tokio::test]
+    async fn a_queue_holds_no_buffer_until_used_and_gives_it_back_when_emptied() {
+        let bus = InProcess::default();
+        let mut sub = bus.shared.subscribe("q", None, 0);
+        assert_eq!(sub.queue.messages().capacity(), 0);
+        for i in 0..100 {
+            bus.publish("q", None, Headers::new(), Bytes::from(i.to_string()))
+                .await
+                .unwrap();
+        }
+        assert!(sub.queue.messages().capacity() >= 100);
+        for i in 0..100 {
+            assert_eq!(sub.next().await.unwrap().payload, i.to_string());
+        }
+        assert_eq!(sub.queue.messages().capacity(), 0);
     }
 
     #[tokio::test]

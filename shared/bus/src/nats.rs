@@ -38,6 +38,8 @@ pub(crate) struct NatsTransport {
     url: String,
     /// Messages the client dropped for a slow subscriber (counted from slow-consumer events).
     dropped: Arc<AtomicU64>,
+    /// Whether the connection was made with `no_echo` (its own publishes never come back).
+    no_echo: bool,
 }
 
 impl NatsTransport {
@@ -45,7 +47,16 @@ impl NatsTransport {
     ///
     /// The first connection attempt is not retried, so a wrong URL fails start-up at once;
     /// once connected, the client reconnects forever and resubscribes by itself.
-    pub(crate) async fn connect(url: &str, name: &str) -> Result<Self, BusError> {
+    /// With `no_echo`, the server does not deliver this connection's publishes to its own
+    /// subscriptions.
+    /// `dropped` is the counter of slow-consumer drops to add to (a fresh one for a new
+    /// bus, the parent's for a handle made from one, so that the bus reports both).
+    pub(crate) async fn connect(
+        url: &str,
+        name: &str,
+        no_echo: bool,
+        dropped: Option<Arc<AtomicU64>>,
+    ) -> Result<Self, BusError> {
         let servers: Vec<&str> = url
             .split(',')
             .map(str::trim)
@@ -54,10 +65,14 @@ impl NatsTransport {
         if servers.is_empty() {
             return Err(BusError::other("empty NATS URL"));
         }
-        let dropped = Arc::new(AtomicU64::new(0));
+        let dropped = dropped.unwrap_or_default();
         let counter = Arc::clone(&dropped);
         let connection_name: Arc<str> = name.into();
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new();
+        if no_echo {
+            options = options.no_echo();
+        }
+        let client = options
             .name(name)
             .max_reconnects(None)
             .event_callback(move |event| {
@@ -81,6 +96,7 @@ impl NatsTransport {
             client,
             url: url.to_owned(),
             dropped,
+            no_echo,
         })
     }
 }
@@ -107,10 +123,20 @@ fn on_event(name: &str, dropped: &AtomicU64, event: Event) {
     }
 }
 
-/// Waits until the server has processed everything this client sent before the call, by
-/// publishing to a private inbox and waiting for the message to come back. async-nats'
-/// `flush` only writes to the socket, which does not tell that a `SUB` is in effect yet.
-async fn barrier(client: &Client) -> Result<(), BusError> {
+/// Waits until the server has processed everything this client sent before the call.
+/// async-nats' `flush` only writes to the socket, which does not tell that a `SUB` is in
+/// effect yet.
+async fn barrier(client: &Client, no_echo: bool) -> Result<(), BusError> {
+    if no_echo {
+        barrier_no_echo(client).await
+    } else {
+        barrier_echo(client).await
+    }
+}
+
+/// The [`barrier`] of a connection that receives its own publishes: publishes to a private
+/// inbox and waits for the message to come back.
+async fn barrier_echo(client: &Client) -> Result<(), BusError> {
     let inbox = client.new_inbox();
     let mut echo = client
         .subscribe(Subject::from(inbox.as_str()))
@@ -123,6 +149,20 @@ async fn barrier(client: &Client) -> Result<(), BusError> {
     match tokio::time::timeout(BARRIER_TIMEOUT, echo.next()).await {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(BusError::disconnected("client closed")),
+        Err(_) => Err(BusError::timeout()),
+    }
+}
+
+/// The [`barrier`] of a `no_echo` connection, whose own publishes never come back: a request
+/// to a subject nobody listens on, which the server answers with "no responders" once it
+/// has processed everything sent before it.
+async fn barrier_no_echo(client: &Client) -> Result<(), BusError> {
+    let nobody = client.new_inbox();
+    let request = client.request(Subject::from(nobody.as_str()), Bytes::new());
+    match tokio::time::timeout(BARRIER_TIMEOUT, request).await {
+        Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
+        Ok(Ok(_)) => Err(BusError::other("a reply from a subject nobody listens on")),
+        Ok(Err(e)) => Err(request_error(e)),
         Err(_) => Err(BusError::timeout()),
     }
 }
@@ -162,6 +202,7 @@ fn from_nats(message: async_nats::Message) -> Message {
             .map(from_header_map)
             .unwrap_or_default(),
         payload: message.payload,
+        local: None,
     }
 }
 
@@ -246,13 +287,14 @@ impl Transport for NatsTransport {
         // While disconnected the SUB waits in the client and is sent on reconnect; there is
         // nothing to wait for then.
         if self.is_connected()
-            && let Err(err) = barrier(&self.client).await
+            && let Err(err) = barrier(&self.client, self.no_echo).await
         {
             tracing::debug!(%err, subject, "subscription barrier failed; continuing");
         }
         let backend = NatsSubscription {
             client: self.client.clone(),
             inner: subscriber,
+            no_echo: self.no_echo,
         };
         Ok(Subscription::new(subject, Box::new(backend)))
     }
@@ -285,7 +327,7 @@ impl Transport for NatsTransport {
             return Err(BusError::disconnected("not connected to the NATS server"));
         }
         self.client.flush().await.map_err(BusError::disconnected)?;
-        barrier(&self.client).await
+        barrier(&self.client, self.no_echo).await
     }
 
     fn is_connected(&self) -> bool {
@@ -301,8 +343,14 @@ impl Transport for NatsTransport {
     }
 
     async fn dedicated(&self, name: &str) -> Result<Option<Arc<dyn Transport>>, BusError> {
-        let transport = NatsTransport::connect(&self.url, name).await?;
+        let transport = NatsTransport::connect(&self.url, name, false, None).await?;
         Ok(Some(Arc::new(transport)))
+    }
+
+    async fn no_echo(&self, name: &str) -> Result<Arc<dyn Transport>, BusError> {
+        let dropped = Some(Arc::clone(&self.dropped));
+        let transport = NatsTransport::connect(&self.url, name, true, dropped).await?;
+        Ok(Arc::new(transport))
     }
 }
 
@@ -310,6 +358,8 @@ impl Transport for NatsTransport {
 struct NatsSubscription {
     client: Client,
     inner: async_nats::Subscriber,
+    /// Whether its connection is `no_echo` (which [`barrier`] it needs).
+    no_echo: bool,
 }
 
 #[async_trait]
@@ -322,7 +372,7 @@ impl SubscriptionBackend for NatsSubscription {
         // until it has processed it, so a message routed in the one round trip between the
         // barrier and the UNSUB is not delivered; its requester sees a timeout.
         if self.client.connection_state() == State::Connected
-            && let Err(err) = barrier(&self.client).await
+            && let Err(err) = barrier(&self.client, self.no_echo).await
         {
             tracing::debug!(%err, "drain barrier failed; continuing");
         }
@@ -338,7 +388,7 @@ impl SubscriptionBackend for NatsSubscription {
         // in order), so that once this returns nothing more is routed here: a request sent
         // afterwards gets "no responders" at once instead of vanishing into a timeout.
         if self.client.connection_state() == State::Connected
-            && let Err(err) = barrier(&self.client).await
+            && let Err(err) = barrier(&self.client, self.no_echo).await
         {
             tracing::debug!(%err, "unsubscribe barrier failed; continuing");
         }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::bus::BusKind;
 use crate::error::BusError;
 use crate::headers::Headers;
-use crate::message::Message;
+use crate::message::{Local, Message};
 use crate::subscription::Subscription;
 
 /// One bus backend (NATS or in-process).
@@ -29,6 +29,17 @@ pub(crate) trait Transport: Send + Sync {
         headers: Headers,
         payload: Bytes,
     ) -> Result<(), BusError>;
+
+    /// Publishes a value as it is, for subscribers in this process. Only called on backends
+    /// whose [`kind`](Self::kind) is in-process; the others are handed serialized payloads.
+    async fn publish_local(
+        &self,
+        _subject: &str,
+        _headers: Headers,
+        _value: Local,
+    ) -> Result<(), BusError> {
+        Err(BusError::other("this bus does not carry values"))
+    }
 
     /// Subscribes to a pattern, as a member of queue `group` when given. When this returns,
     /// the subscription receives everything published afterwards, from any connection.
@@ -60,4 +71,8 @@ pub(crate) trait Transport: Send + Sync {
     /// runtime this is called on; the in-process bus returns `None` (its clones already
     /// need no runtime of their own).
     async fn dedicated(&self, name: &str) -> Result<Option<Arc<dyn Transport>>, BusError>;
+
+    /// Another handle on the same bus whose publishes are not delivered to its own
+    /// subscriptions.
+    async fn no_echo(&self, name: &str) -> Result<Arc<dyn Transport>, BusError>;
 }

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Room for the JSON of one argument before the string has to grow: relayed notes and
 /// errors are well under this, room objects grow it once.
@@ -114,6 +114,42 @@ pub fn encode_disconnect(ns: &str) -> String {
 pub fn encode_event(ns: &str, name: &str, args: &[&Value]) -> String {
     let mut out = start('2', ns, event_guess(name, args));
     push_event_array(&mut out, name, args);
+    out
+}
+
+/// A relayed event of the client dialect, `42/api,["NAME",{...,"userId":"..."}]`: the
+/// sender's fields with the sender's user id added (replacing a `userId` field in place,
+/// else last, as inserting into the map would), written straight from the relay's map
+/// instead of from a copy of it with the id inserted.
+pub fn encode_client_relay(ns: &str, name: &str, data: &Map<String, Value>, user: &str) -> String {
+    let mut out = start('2', ns, 4 + name.len() + ARG_GUESS);
+    out.push('[');
+    push_json_str(&mut out, name);
+    out.push_str(",{");
+    let mut first = true;
+    let mut user_written = false;
+    for (key, value) in data {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        push_json_str(&mut out, key);
+        out.push(':');
+        if key == "userId" {
+            push_json_str(&mut out, user);
+            user_written = true;
+        } else {
+            let _ = write!(out, "{value}");
+        }
+    }
+    if !user_written {
+        if !first {
+            out.push(',');
+        }
+        out.push_str("\"userId\":");
+        push_json_str(&mut out, user);
+    }
+    out.push_str("}]");
     out
 }
 

@@ -1,7 +1,7 @@
 //! Unit tests of the codec's encoders: exact frames, JSON strings escaped as serde would,
 //! and round trips through the parser.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::tests::{frame, packet};
 use super::*;
@@ -121,5 +121,25 @@ fn round_trips() {
             frame(&encode_disconnect(ns)).unwrap(),
             packet(SioKind::Disconnect, ns, None, None)
         );
+    }
+}
+
+/// The client relay encoder writes exactly what copying the map, inserting `userId` and
+/// encoding the event would: key order, a `userId` replaced in place, escapes, nesting.
+#[test]
+fn client_relay_is_the_map_with_the_user_added() {
+    let user = "u\"1\\é";
+    for data in [
+        json!({}),
+        json!({"note": 60, "velocity": 100}),
+        json!({"z": [1, {"b": null}], "a": "x\ny", "userId": "forged", "m": 1.5}),
+    ] {
+        let Value::Object(map) = &data else {
+            unreachable!()
+        };
+        let mut copy = map.clone();
+        copy.insert("userId".to_owned(), Value::String(user.to_owned()));
+        let expected = encode_event("/api", "KEY_DOWN", &[&Value::Object(copy)]);
+        assert_eq!(encode_client_relay("/api", "KEY_DOWN", map, user), expected);
     }
 }

@@ -37,8 +37,8 @@ mod tests;
 
 pub use binary::{BinaryAssembly, encode_binary_event};
 pub use encode::{
-    encode_ack, encode_connect, encode_connect_error, encode_disconnect, encode_event,
-    encode_event_with_ack,
+    encode_ack, encode_client_relay, encode_connect, encode_connect_error, encode_disconnect,
+    encode_event, encode_event_with_ack,
 };
 pub use engine::{EioPacket, PING, encode_open, encode_pong, parse_engine};
 pub use packet::{Event, SioKind, SioPacket, parse_socketio};

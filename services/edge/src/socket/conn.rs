@@ -10,7 +10,6 @@
 mod actions;
 mod membership;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -33,8 +32,12 @@ use crate::socket::outbox::{self, Close, Frame, Outbox};
 /// What the HTTP handshake carried.
 #[derive(Debug)]
 pub struct Handshake {
-    /// Query parameters (`roomId`, `displayName` for the client dialect).
-    pub query: HashMap<String, String>,
+    /// The `roomId` query parameter (the client dialect's room). Only the two parameters
+    /// a namespace connect reads are kept, not the query's map, which every socket would
+    /// carry for its life.
+    pub room_id: Option<Box<str>>,
+    /// The `displayName` query parameter (the client dialect's name for the player).
+    pub display_name: Option<Box<str>>,
     /// Request headers (cookie, authorization).
     pub headers: axum::http::HeaderMap,
     /// Peer address.
@@ -96,7 +99,7 @@ fn new_sid() -> String {
 pub async fn run(edge: Arc<Edge>, socket: WebSocket, handshake: Handshake) {
     let sid: Arc<str> = Arc::from(new_sid());
     let (sink, mut stream) = socket.split();
-    let (outbox, rx) = outbox::outbox(edge.settings.outbox_capacity);
+    let outbox = outbox::outbox(edge.settings.outbox_capacity);
     let replaced = Arc::new(AtomicBool::new(false));
     edge.register(
         sid.clone(),
@@ -110,7 +113,6 @@ pub async fn run(edge: Arc<Edge>, socket: WebSocket, handshake: Handshake) {
     let settings = edge.settings.clone();
     let writer = tokio::spawn(outbox::run_writer(
         sink,
-        rx,
         outbox.clone(),
         settings.ping_interval,
     ));
@@ -167,8 +169,10 @@ pub async fn run(edge: Arc<Edge>, socket: WebSocket, handshake: Handshake) {
                 break;
             }
             Some(Err(e)) => Err(classify(e)),
-            Some(Ok(Message::Text(text))) => conn.on_text(text.as_str()).await,
-            Some(Ok(Message::Binary(data))) => conn.on_binary(data).await,
+            // Boxed: the handling of one message lives only while it runs, so the socket's
+            // own state, which an idle socket keeps, is not sized for its deepest await.
+            Some(Ok(Message::Text(text))) => Box::pin(conn.on_text(text.as_str())).await,
+            Some(Ok(Message::Binary(data))) => Box::pin(conn.on_binary(data)).await,
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
         };
         if let Err(Fatal(code, reason)) = result {

@@ -1,21 +1,27 @@
 //! A socket's outbound side: a bounded queue drained by one writer task, which also owns
 //! the Engine.IO ping timer so that heartbeats never wait behind data.
 //!
-//! Slow consumers (docs/architecture.md): relayed events are offered with `try_send`; when the queue
-//! is full they are dropped and counted, and a socket whose queue stays full past
+//! Slow consumers (docs/architecture.md): relayed events are offered without waiting; when
+//! the queue is full they are dropped and counted, and a socket whose queue stays full past
 //! [`SLOW_CONSUMER_GRACE`] is closed at the transport (the client reconnects). Direct
 //! replies (acks, join results) use the same queue; they only fail when the socket is
 //! already being closed.
+//!
+//! The queue is a `VecDeque` behind a mutex with two [`Notify`]s, not a channel: an idle
+//! socket holds no buffer at all (a channel allocates its first block of slots up front, 1.3
+//! KiB per socket), and a buffer grown by a burst is given back once the writer has
+//! emptied it.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures::SinkExt;
 use futures::stream::SplitSink;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::sio;
@@ -47,18 +53,23 @@ pub struct Close {
 /// The sending half of a socket's queue, shared with the room tasks that deliver to it.
 #[derive(Clone, Debug)]
 pub struct Outbox {
-    tx: mpsc::Sender<Frame>,
     state: Arc<OutboxState>,
 }
 
 #[derive(Debug)]
 struct OutboxState {
+    queue: Mutex<VecDeque<Frame>>,
+    capacity: usize,
+    /// Wakes the writer when a frame is queued (a permit is kept if it is not waiting).
+    queued: Notify,
+    /// Wakes senders waiting for room when the writer takes frames from a full queue.
+    room: Notify,
     dropped: AtomicU64,
     /// Milliseconds since `epoch` when the queue was first found full (0 = not full).
     full_since_ms: AtomicU64,
     epoch: tokio::time::Instant,
     closing: AtomicBool,
-    close: std::sync::Mutex<Option<Close>>,
+    close: Mutex<Option<Close>>,
     kill: CancellationToken,
 }
 
@@ -73,48 +84,94 @@ pub enum Offer {
     Closed,
 }
 
+impl OutboxState {
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Frame>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends `frame` unless the queue is full (then hands it back).
+    fn push(&self, frame: Frame) -> Result<(), Frame> {
+        {
+            let mut queue = self.queue();
+            if queue.len() >= self.capacity {
+                return Err(frame);
+            }
+            queue.push_back(frame);
+        }
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// Takes the oldest frame, waking senders that wait for room if the queue was full, and
+    /// freeing the buffer once it is empty: most sockets are idle most of the time, and a
+    /// buffer kept would be kept by each of them (an allocation per burst costs less).
+    fn pop(&self) -> Option<Frame> {
+        let (frame, was_full) = {
+            let mut queue = self.queue();
+            let was_full = queue.len() >= self.capacity;
+            let frame = queue.pop_front();
+            if queue.is_empty() && queue.capacity() > 0 {
+                *queue = VecDeque::new();
+            }
+            (frame, was_full)
+        };
+        if was_full {
+            self.room.notify_waiters();
+        }
+        frame
+    }
+}
+
 impl Outbox {
     /// Queues a frame that must not be lost (acks, join results); waits for room if needed,
     /// false when the socket is closing.
-    pub async fn send(&self, frame: Frame) -> bool {
-        if self.state.closing.load(Ordering::Relaxed) {
-            return false;
+    pub async fn send(&self, mut frame: Frame) -> bool {
+        loop {
+            if self.is_closing() {
+                return false;
+            }
+            // Registered before the attempt, so that room made after it is not missed.
+            let room = self.state.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.state.push(frame) {
+                Ok(()) => return true,
+                Err(back) => frame = back,
+            }
+            tokio::select! {
+                _ = room => {}
+                _ = self.state.kill.cancelled() => return false,
+            }
         }
-        self.tx.send(frame).await.is_ok()
     }
 
     /// Offers a relayed frame without waiting (the slow-consumer policy).
     pub fn offer(&self, frame: Frame) -> Offer {
-        if self.state.closing.load(Ordering::Relaxed) {
+        if self.is_closing() {
             return Offer::Closed;
         }
-        match self.tx.try_send(frame) {
-            Ok(()) => {
-                self.state.full_since_ms.store(0, Ordering::Relaxed);
-                Offer::Queued
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.state.dropped.fetch_add(1, Ordering::Relaxed);
-                let now = self.state.epoch.elapsed().as_millis() as u64 + 1;
-                let since = match self.state.full_since_ms.compare_exchange(
-                    0,
-                    now,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => now,
-                    Err(v) => v,
-                };
-                if now.saturating_sub(since) >= SLOW_CONSUMER_GRACE.as_millis() as u64 {
-                    self.close(Close {
-                        code: 1013,
-                        reason: "slow consumer",
-                    });
-                }
-                Offer::Dropped
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
+        if self.state.push(frame).is_ok() {
+            self.state.full_since_ms.store(0, Ordering::Relaxed);
+            return Offer::Queued;
         }
+        self.state.dropped.fetch_add(1, Ordering::Relaxed);
+        let now = self.state.epoch.elapsed().as_millis() as u64 + 1;
+        let since = match self.state.full_since_ms.compare_exchange(
+            0,
+            now,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => now,
+            Err(v) => v,
+        };
+        if now.saturating_sub(since) >= SLOW_CONSUMER_GRACE.as_millis() as u64 {
+            self.close(Close {
+                code: 1013,
+                reason: "slow consumer",
+            });
+        }
+        Offer::Dropped
     }
 
     /// Frames dropped so far because the queue was full.
@@ -141,20 +198,38 @@ impl Outbox {
     pub fn closed_token(&self) -> CancellationToken {
         self.state.kill.clone()
     }
+
+    /// The next queued frame, waiting for one (the writer's side).
+    async fn next(&self) -> Frame {
+        loop {
+            if let Some(frame) = self.state.pop() {
+                return frame;
+            }
+            self.state.queued.notified().await;
+        }
+    }
+
+    /// The next queued frame if there is one (the writer's side).
+    fn try_next(&self) -> Option<Frame> {
+        self.state.pop()
+    }
 }
 
-/// Creates a socket's queue of `capacity` frames; the receiver goes to [`run_writer`].
-pub fn outbox(capacity: usize) -> (Outbox, mpsc::Receiver<Frame>) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
+/// Creates a socket's queue of `capacity` frames; the writer ([`run_writer`]) drains it.
+pub fn outbox(capacity: usize) -> Outbox {
     let state = Arc::new(OutboxState {
+        queue: Mutex::new(VecDeque::new()),
+        capacity: capacity.max(1),
+        queued: Notify::new(),
+        room: Notify::new(),
         dropped: AtomicU64::new(0),
         full_since_ms: AtomicU64::new(0),
         epoch: tokio::time::Instant::now(),
         closing: AtomicBool::new(false),
-        close: std::sync::Mutex::new(None),
+        close: Mutex::new(None),
         kill: CancellationToken::new(),
     });
-    (Outbox { tx, state }, rx)
+    Outbox { state }
 }
 
 /// The writer task: sends queued frames in order, and `2` (ping) every `ping_every`,
@@ -162,7 +237,6 @@ pub fn outbox(capacity: usize) -> (Outbox, mpsc::Receiver<Frame>) {
 /// a short deadline) and sends the close frame.
 pub async fn run_writer(
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Frame>,
     outbox: Outbox,
     ping_every: Duration,
 ) {
@@ -179,20 +253,17 @@ pub async fn run_writer(
                     return;
                 }
             }
-            frame = rx.recv() => match frame {
-                Some(frame) => {
-                    if write_batch(&mut sink, &mut rx, frame).await.is_err() {
-                        outbox.close(Close { code: 1006, reason: "write failed" });
-                        return;
-                    }
+            frame = outbox.next() => {
+                if write_batch(&mut sink, &outbox, frame).await.is_err() {
+                    outbox.close(Close { code: 1006, reason: "write failed" });
+                    return;
                 }
-                None => break,
-            },
+            }
         }
     }
     // Flush what was queued before the close (e.g. NEWER_CONNECTION then `41`), briefly.
     let flush = async {
-        while let Ok(frame) = rx.try_recv() {
+        while let Some(frame) = outbox.try_next() {
             if sink.send(to_message(frame)).await.is_err() {
                 return;
             }
@@ -222,14 +293,14 @@ pub const WRITE_BATCH: usize = 64;
 /// `send` system call instead of one per frame, which was the largest cost of a delivery.
 async fn write_batch(
     sink: &mut SplitSink<WebSocket, Message>,
-    rx: &mut mpsc::Receiver<Frame>,
+    outbox: &Outbox,
     first: Frame,
 ) -> Result<(), axum::Error> {
     sink.feed(to_message(first)).await?;
     for _ in 1..WRITE_BATCH {
-        match rx.try_recv() {
-            Ok(frame) => sink.feed(to_message(frame)).await?,
-            Err(_) => break,
+        match outbox.try_next() {
+            Some(frame) => sink.feed(to_message(frame)).await?,
+            None => break,
         }
     }
     sink.flush().await
@@ -239,5 +310,88 @@ fn to_message(frame: Frame) -> Message {
     match frame {
         Frame::Text(t) => Message::Text(t),
         Frame::Binary(b) => Message::Binary(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(n: usize) -> Frame {
+        Frame::Text(Utf8Bytes::from(n.to_string()))
+    }
+
+    fn texts(outbox: &Outbox) -> Vec<String> {
+        std::iter::from_fn(|| outbox.try_next())
+            .map(|f| match f {
+                Frame::Text(t) => t.as_str().to_owned(),
+                Frame::Binary(_) => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn offers_past_capacity_are_dropped_and_the_buffer_is_given_back() {
+        let outbox = outbox(64);
+        assert_eq!(
+            outbox.state.queue().capacity(),
+            0,
+            "an idle socket holds no buffer"
+        );
+        for n in 0..100 {
+            let expected = if n < 64 {
+                Offer::Queued
+            } else {
+                Offer::Dropped
+            };
+            assert_eq!(outbox.offer(text(n)), expected);
+        }
+        assert_eq!(outbox.dropped(), 36);
+        let sent = texts(&outbox);
+        assert_eq!(sent, (0..64).map(|n| n.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            outbox.state.queue().capacity(),
+            0,
+            "the burst's buffer is freed"
+        );
+        outbox.close(Close {
+            code: 1000,
+            reason: "bye",
+        });
+        assert_eq!(outbox.offer(text(0)), Offer::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_send_to_a_full_queue_waits_for_room_and_keeps_order() {
+        let outbox = outbox(1);
+        assert!(outbox.send(text(1)).await);
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.send(text(2)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "no room yet");
+        assert!(matches!(outbox.next().await, Frame::Text(t) if t == "1"));
+        assert!(
+            waiting.await.unwrap(),
+            "room made by the writer wakes the sender"
+        );
+        assert_eq!(texts(&outbox), ["2"]);
+    }
+
+    #[tokio::test]
+    async fn a_send_waiting_for_room_gives_up_when_the_socket_closes() {
+        let outbox = outbox(1);
+        assert!(outbox.send(text(1)).await);
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.send(text(2)).await }
+        });
+        tokio::task::yield_now().await;
+        outbox.close(Close {
+            code: 1000,
+            reason: "bye",
+        });
+        assert!(!waiting.await.unwrap());
     }
 }

@@ -39,12 +39,24 @@ pub fn origin_allowed(origin: &str, headers: &HeaderMap, allowed: &[String]) -> 
     matches!((authority, host), (Some(a), Some(h)) if !a.is_empty() && a.eq_ignore_ascii_case(h))
 }
 
+/// Bytes a socket reads from its connection at a time, and the size of the read buffer it
+/// keeps while idle. Client frames are small (a note is under 100 bytes), so 512 bytes holds
+/// several; a larger frame (a signal, a CRDT sync) grows the buffer to its length and is
+/// read in several system calls. A 4 KiB buffer cost every idle socket 3.5 KiB more.
+pub const READ_BUFFER: usize = 512;
+
 /// The headers a socket keeps for its namespace connects (cookie and authorization),
 /// copied. hyper's header values are slices of the connection's read buffer, so keeping
 /// the request's `HeaderMap` would keep that whole buffer (8–16 KiB) alive for the life of
 /// the socket; the copies cost the bytes of two header values.
 pub fn credentials(headers: &HeaderMap) -> HeaderMap {
-    let mut kept = HeaderMap::new();
+    // Sized for what is kept: a map grown by inserting reserves room for several more
+    // entries, which every socket would carry for its life.
+    let count = [header::COOKIE, header::AUTHORIZATION]
+        .iter()
+        .map(|name| headers.get_all(name).iter().count())
+        .sum();
+    let mut kept = HeaderMap::with_capacity(count);
     for name in [header::COOKIE, header::AUTHORIZATION] {
         for value in headers.get_all(&name) {
             if let Ok(copy) = HeaderValue::from_bytes(value.as_bytes()) {
@@ -111,14 +123,15 @@ pub async fn upgrade(
         return refuse(StatusCode::BAD_REQUEST, 3, "Bad request");
     };
     let handshake = Handshake {
-        query,
+        room_id: query.get("roomId").map(|v| v.as_str().into()),
+        display_name: query.get("displayName").map(|v| v.as_str().into()),
         headers: credentials(&headers),
         ip: addr.ip(),
         places: places.map(|Extension(p)| p),
     };
     let max = edge.settings.max_payload;
     let tasks = edge.tasks.clone();
-    ws.read_buffer_size(4 * 1024)
+    ws.read_buffer_size(READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| tasks.track_future(conn::run(edge, socket, handshake)))

@@ -5,6 +5,7 @@
 mod support;
 
 mod conformance;
+mod fanout;
 mod http;
 mod relay;
 mod robustness;

@@ -508,3 +508,62 @@ pub(crate) async fn dropping_subscription_stops_delivery(env: Env) {
         .await;
     assert_eq!(kind_of(result), BusErrorKind::NoResponders);
 }
+
+pub(crate) async fn values_are_handed_over_in_process_and_sent_as_json_over_nats(env: Env) {
+    let (publisher, subscriber) = (env.connect().await, env.connect().await);
+    let subject = env.subject("room.abcde.relay");
+    let mut sub = subscriber.subscribe(&subject).await.unwrap();
+    let value = std::sync::Arc::new(serde_json::json!({"note": 60, "velocity": 127}));
+    publisher
+        .publish_value(&subject, Headers::new(), value.clone())
+        .await
+        .unwrap();
+    let msg = recv(&mut sub).await;
+    let got = msg.value::<serde_json::Value>().unwrap();
+    assert_eq!(*got, *value);
+    if env.is_nats() {
+        assert!(msg.local.is_none());
+        let sent: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+        assert_eq!(sent, *value);
+    } else {
+        assert!(
+            std::sync::Arc::ptr_eq(&got, &value),
+            "the publisher's value itself, not a copy"
+        );
+        assert!(msg.payload.is_empty());
+        // Read as another type, a local value is an error, never a wrong value.
+        assert!(msg.value::<String>().is_err());
+    }
+}
+
+pub(crate) async fn a_no_echo_handle_never_hears_itself(env: Env) {
+    let quiet = env.connect().await.no_echo("no-echo-test").await.unwrap();
+    let other = env.connect().await;
+    let subject = env.subject("room.abcde.relay");
+    let mut own = quiet.subscribe(&subject).await.unwrap();
+    let mut theirs = other.subscribe(&subject).await.unwrap();
+    quiet
+        .publish(&subject, Bytes::from_static(b"mine"))
+        .await
+        .unwrap();
+    // Routed before anything published after this returns.
+    quiet.flush().await.unwrap();
+    other
+        .publish(&subject, Bytes::from_static(b"yours"))
+        .await
+        .unwrap();
+    assert_eq!(text(&recv(&mut theirs).await), "mine");
+    assert_eq!(text(&recv(&mut theirs).await), "yours");
+    // Had its own message come back, it would have come first.
+    assert_eq!(text(&recv(&mut own).await), "yours");
+
+    // Its subscriptions are in effect when `subscribe` returns, though its barrier cannot
+    // rely on hearing itself.
+    let later = env.subject("room.fghij.relay");
+    let mut sub = quiet.subscribe(&later).await.unwrap();
+    other
+        .publish(&later, Bytes::from_static(b"seen"))
+        .await
+        .unwrap();
+    assert_eq!(text(&recv(&mut sub).await), "seen");
+}

@@ -128,4 +128,6 @@ suite!(
     unsubscribe_ends_stream_at_once,
     drain_yields_buffered_then_ends,
     dropping_subscription_stops_delivery,
+    values_are_handed_over_in_process_and_sent_as_json_over_nats,
+    a_no_echo_handle_never_hears_itself,
 );

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use bytes::Bytes;
 use p2piano_bus::Headers;
 use p2piano_protocol::relay::{Relay, RelayKind};
 use p2piano_protocol::rpc::UpdateUser;
@@ -135,7 +134,7 @@ impl Conn {
                     event,
                     data,
                 };
-                self.publish(&room, &relay).await?;
+                self.publish(&room, relay).await?;
                 Ok(None)
             }
             Action::Signal { to, signal } => {
@@ -154,7 +153,7 @@ impl Conn {
                     event: "SIGNAL".into(),
                     data: signal,
                 };
-                self.publish(&room, &relay).await?;
+                self.publish(&room, relay).await?;
                 Ok(None)
             }
             other => Box::pin(self.act_control(dialect, name, other, me)).await,
@@ -276,22 +275,21 @@ impl Conn {
         Ok(members)
     }
 
-    /// Publishes a relay to the room's subject, with the current event's trace context in
-    /// its headers so that every edge's delivery joins the sender's trace.
-    pub(super) async fn publish(&self, room: &LocalRoom, relay: &Relay) -> Result<(), Refusal> {
-        let body = serde_json::to_vec(relay).map(Bytes::from).map_err(|e| {
-            tracing::error!(error = %e, "relay not encodable");
-            Refusal::new(ErrorCode::Invalid, "relay not encodable")
-        })?;
-        let subject = self.edge.rpc.subjects().room_relay(room.code());
+    /// Relays to the room: to this edge's other members at once, and over the bus to the
+    /// other edges, with the current event's trace context in its headers so that every
+    /// edge's delivery joins the sender's trace.
+    pub(super) async fn publish(&self, room: &LocalRoom, relay: Relay) -> Result<(), Refusal> {
         let mut headers = Headers::new();
         p2piano_telemetry::inject_context(&mut headers);
         self.edge
-            .rpc
-            .bus()
-            .publish_with_headers(&subject, headers, body)
+            .registry
+            .relay(room, relay, headers)
             .await
-            .map_err(|_| Refusal::new(ErrorCode::Unavailable, "relay unavailable, try again"))
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::debug!(error = %e, "relay not published");
+                Refusal::new(ErrorCode::Unavailable, "relay unavailable, try again")
+            })
     }
 
     pub(super) async fn ack(&self, ack: Option<u64>, body: Value) {

@@ -103,14 +103,14 @@ impl Conn {
     pub(super) async fn connect_client(&mut self, ns: &str) {
         let Some(code) = self
             .handshake
-            .query
-            .get("roomId")
+            .room_id
+            .as_deref()
             .and_then(|c| RoomCode::parse(c).ok())
         else {
             return self.connect_error(ns, "Room not found").await;
         };
         tracing::Span::current().record("code", code.as_str());
-        let display_name = match self.handshake.query.get("displayName").map(|n| n.trim()) {
+        let display_name = match self.handshake.display_name.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(n) => match DisplayName::parse(n) {
                 Ok(n) => Some(n),
