@@ -7,7 +7,8 @@
 //! replies (acks, join results) use the same queue; they only fail when the socket is
 //! already being closed.
 //!
-//! The queue is a `VecDeque` behind a mutex with two [`Notify`]s, not a channel: an idle
+//! The queue is a `VecDeque` behind a mutex, with a waker for the writer and a [`Notify`]
+//! for senders waiting for room, not a channel: an idle
 //! socket holds no buffer at all (a channel allocates its first block of slots up front, 1.3
 //! KiB per socket), and a buffer grown by a burst is given back once the writer has
 //! emptied it.
@@ -15,12 +16,14 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures::SinkExt;
 use futures::stream::SplitSink;
+use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -60,8 +63,8 @@ pub struct Outbox {
 struct OutboxState {
     queue: Mutex<VecDeque<Frame>>,
     capacity: usize,
-    /// Wakes the writer when a frame is queued (a permit is kept if it is not waiting).
-    queued: Notify,
+    /// Wakes the writer (the one reader of the queue) when a frame is queued.
+    queued: AtomicWaker,
     /// Wakes senders waiting for room when the writer takes frames from a full queue.
     room: Notify,
     dropped: AtomicU64,
@@ -98,7 +101,7 @@ impl OutboxState {
             }
             queue.push_back(frame);
         }
-        self.queued.notify_one();
+        self.queued.wake();
         Ok(())
     }
 
@@ -199,14 +202,20 @@ impl Outbox {
         self.state.kill.clone()
     }
 
-    /// The next queued frame, waiting for one (the writer's side).
+    /// The next queued frame, waiting for one (the writer's side; there is one writer).
     async fn next(&self) -> Frame {
-        loop {
+        std::future::poll_fn(|cx| {
             if let Some(frame) = self.state.pop() {
-                return frame;
+                return Poll::Ready(frame);
             }
-            self.state.queued.notified().await;
-        }
+            self.state.queued.register(cx.waker());
+            // Looked at again after registering, so that a frame queued in between is seen.
+            match self.state.pop() {
+                Some(frame) => Poll::Ready(frame),
+                None => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// The next queued frame if there is one (the writer's side).
@@ -220,7 +229,7 @@ pub fn outbox(capacity: usize) -> Outbox {
     let state = Arc::new(OutboxState {
         queue: Mutex::new(VecDeque::new()),
         capacity: capacity.max(1),
-        queued: Notify::new(),
+        queued: AtomicWaker::new(),
         room: Notify::new(),
         dropped: AtomicU64::new(0),
         full_since_ms: AtomicU64::new(0),
@@ -241,12 +250,15 @@ pub async fn run_writer(
     ping_every: Duration,
 ) {
     let kill = outbox.closed_token();
+    // Made once, not once per batch (a new waiter on the token each time).
+    let killed = kill.cancelled();
+    tokio::pin!(killed);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
-            _ = kill.cancelled() => break,
+            _ = &mut killed => break,
             _ = ping.tick() => {
                 if sink.send(Message::Text(Utf8Bytes::from_static(sio::PING))).await.is_err() {
                     outbox.close(Close { code: 1006, reason: "write failed" });
