@@ -95,6 +95,18 @@ def registered_metrics() -> dict[str, str]:
                 metrics[f"p2piano_{name}"] = "gauge"
             else:
                 fail(str(path.relative_to(ROOT)), f"metric {name}: unknown type of field {field}")
+        # Fields declared by `p2piano_telemetry::metric_set!`: `pub f: Type = init => ("name", ...)`.
+        for field, kind, name in re.findall(
+            r'pub (\w+): ([^=\n]+?) = [^\n]*\n\s*=> \(\s*"(\w+)"', text
+        ):
+            if "Histogram" in kind:
+                metrics[f"p2piano_{name}"] = "histogram"
+            elif "Counter" in kind:
+                metrics[f"p2piano_{name}"] = "counter"
+            elif "Gauge" in kind:
+                metrics[f"p2piano_{name}"] = "gauge"
+            else:
+                fail(str(path.relative_to(ROOT)), f"metric {name}: unknown type of field {field}")
     if len(metrics) < 10:
         fail("services/*/src", f"found only {len(metrics)} registered metrics; the parser is out of date")
     return metrics

@@ -159,7 +159,7 @@ impl Application {
         };
         // Relays cross the bus only to the other edges: this edge hands them to its own
         // sockets itself (`fanout::Registry::relay`).
-        let rooms_bus = bus.no_echo(&format!("edge-{id}-rooms")).await?;
+        let rooms_bus = bus.no_echo(&format!("p2piano-edge-{id}-rooms")).await?;
         let edge = Edge::new(
             id.clone(),
             rpc.clone(),

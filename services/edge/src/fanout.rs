@@ -1,7 +1,9 @@
 //! Per-room fan-out: while this edge holds at least one local member of a room it is
-//! subscribed to `<prefix>.room.<code>.>`, keeps the room's member set from the membership
-//! events (so the same-room rule needs no request per event), and delivers relays and
-//! membership changes to its local sockets, encoding each frame once per dialect.
+//! subscribed to `<prefix>.room.<code>.>` (through a no-echo handle on the bus), keeps the
+//! room's member set from the membership events (so the same-room rule needs no request per
+//! event), and delivers relays and membership changes to its local sockets, encoding each
+//! frame once per dialect. The relays of its own sockets it delivers itself, in the sender's
+//! task ([`Registry::relay`]); the bus brings only the other edges'.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -160,8 +160,8 @@ impl Shared {
             payload,
             local,
         };
-        // Delivery is `try_send` only, so the read lock is held briefly and never across an
-        // await; a full buffer drops the message for that subscriber alone.
+        // Delivery never waits (a full queue refuses), so the read lock is held briefly and
+        // never across an await; a full queue drops the message for that subscriber alone.
         let subs = self.read();
         let matches = subs.matches(subject);
         // A no-echo handle's publishes skip its own subscriptions, as NATS `no_echo` does.
