@@ -61,14 +61,15 @@ impl Queue {
         self.messages.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn push(&self, message: Message) -> Result<(), (Refused, Message)> {
+    /// Queues `message`, or says why not (the message is then dropped).
+    fn push(&self, message: Message) -> Result<(), Refused> {
         if self.closed.load(Ordering::Acquire) {
-            return Err((Refused::Closed, message));
+            return Err(Refused::Closed);
         }
         {
             let mut messages = self.messages();
             if messages.len() >= SUBSCRIPTION_CAPACITY {
-                return Err((Refused::Full, message));
+                return Err(Refused::Full);
             }
             messages.push_back(message);
         }
@@ -180,17 +181,17 @@ impl Shared {
         let interest = targets.len();
         if let Some((last, rest)) = targets.split_last() {
             for slot in rest {
-                self.deliver(slot, message.clone());
+                self.deliver(slot, message.clone(), subject);
             }
-            self.deliver(last, message);
+            self.deliver(last, message, subject);
         }
         Ok(interest)
     }
 
-    fn deliver(&self, slot: &Slot, message: Message) {
+    fn deliver(&self, slot: &Slot, message: Message, subject: &str) {
         match slot.queue.push(message) {
             Ok(()) => {}
-            Err((Refused::Full, message)) => {
+            Err(Refused::Full) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 let dropped = slot.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 // Warn on the 1st, 2nd, 4th, 8th... drop so a stuck subscriber cannot flood
@@ -198,14 +199,14 @@ impl Shared {
                 if dropped.is_power_of_two() {
                     tracing::warn!(
                         subscription = %slot.subject,
-                        subject = %message.subject,
+                        subject,
                         dropped,
                         "slow consumer: subscription buffer full, message dropped"
                     );
                 }
             }
             // The subscription is being dropped and will leave the trie momentarily.
-            Err((Refused::Closed, _)) => {}
+            Err(Refused::Closed) => {}
         }
     }
 

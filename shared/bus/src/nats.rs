@@ -48,9 +48,9 @@ impl NatsTransport {
     /// The first connection attempt is not retried, so a wrong URL fails start-up at once;
     /// once connected, the client reconnects forever and resubscribes by itself.
     /// With `no_echo`, the server does not deliver this connection's publishes to its own
-    /// subscriptions.
-    /// `dropped` is the counter of slow-consumer drops to add to (a fresh one for a new
-    /// bus, the parent's for a handle made from one, so that the bus reports both).
+    /// subscriptions. `dropped` is the counter of slow-consumer drops to add to (a fresh
+    /// one for a new bus, the parent's for a handle made from one, so that the bus reports
+    /// both).
     pub(crate) async fn connect(
         url: &str,
         name: &str,
