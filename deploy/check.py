@@ -82,31 +82,26 @@ def registered_metrics() -> dict[str, str]:
     for path in sorted(ROOT.glob("services/*/src/**/*.rs")):
         text = path.read_text()
         fields = dict(re.findall(r"^\s*pub (\w+): (.+),\s*$", text, re.M))
-        for name, field in re.findall(
-            r'register(?:_with_unit)?\(\s*"(\w+)",\s*"(?:[^"\\]|\\.)*",\s*(?:[\w:]+,\s*)?m\.(\w+)\.clone\(\)',
-            text,
-        ):
-            kind = fields.get(field, "")
-            if "Histogram" in kind:
-                metrics[f"p2piano_{name}"] = "histogram"
-            elif "Counter" in kind:
-                metrics[f"p2piano_{name}"] = "counter"
-            elif "Gauge" in kind:
-                metrics[f"p2piano_{name}"] = "gauge"
-            else:
-                fail(str(path.relative_to(ROOT)), f"metric {name}: unknown type of field {field}")
+        declared = [
+            (name, field, fields.get(field, ""))
+            for name, field in re.findall(
+                r'register(?:_with_unit)?\(\s*"(\w+)",\s*"(?:[^"\\]|\\.)*",\s*(?:[\w:]+,\s*)?m\.(\w+)\.clone\(\)',
+                text,
+            )
+        ]
         # Fields declared by `p2piano_telemetry::metric_set!`: `pub f: Type = init => ("name", ...)`.
-        for field, kind, name in re.findall(
-            r'pub (\w+): ([^=\n]+?) = [^\n]*\n\s*=> \(\s*"(\w+)"', text
-        ):
-            if "Histogram" in kind:
-                metrics[f"p2piano_{name}"] = "histogram"
-            elif "Counter" in kind:
-                metrics[f"p2piano_{name}"] = "counter"
-            elif "Gauge" in kind:
-                metrics[f"p2piano_{name}"] = "gauge"
-            else:
+        declared += [
+            (name, field, kind)
+            for field, kind, name in re.findall(
+                r'pub (\w+): ([^=\n]+?) = [^\n]*\n\s*=> \(\s*"(\w+)"', text
+            )
+        ]
+        for name, field, kind in declared:
+            family = next((f for f in ("Histogram", "Counter", "Gauge") if f in kind), None)
+            if family is None:
                 fail(str(path.relative_to(ROOT)), f"metric {name}: unknown type of field {field}")
+                continue
+            metrics[f"p2piano_{name}"] = family.lower()
     if len(metrics) < 10:
         fail("services/*/src", f"found only {len(metrics)} registered metrics; the parser is out of date")
     return metrics

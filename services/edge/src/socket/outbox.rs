@@ -373,8 +373,9 @@ mod tests {
         assert_eq!(outbox.offer(text(0)), Offer::Closed);
     }
 
-    #[tokio::test]
-    async fn a_send_to_a_full_queue_waits_for_room_and_keeps_order() {
+    /// A queue of one holding frame `1`, and a task sending frame `2`, which has run until
+    /// it waits for room.
+    async fn full_with_a_waiting_sender() -> (Outbox, tokio::task::JoinHandle<bool>) {
         let outbox = outbox(1);
         assert!(outbox.send(text(1)).await);
         let waiting = tokio::spawn({
@@ -383,6 +384,12 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "no room yet");
+        (outbox, waiting)
+    }
+
+    #[tokio::test]
+    async fn a_send_to_a_full_queue_waits_for_room_and_keeps_order() {
+        let (outbox, waiting) = full_with_a_waiting_sender().await;
         assert!(matches!(outbox.next().await, Frame::Text(t) if t == "1"));
         assert!(
             waiting.await.unwrap(),
@@ -393,13 +400,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_send_waiting_for_room_gives_up_when_the_socket_closes() {
-        let outbox = outbox(1);
-        assert!(outbox.send(text(1)).await);
-        let waiting = tokio::spawn({
-            let outbox = outbox.clone();
-            async move { outbox.send(text(2)).await }
-        });
-        tokio::task::yield_now().await;
+        let (outbox, waiting) = full_with_a_waiting_sender().await;
         outbox.close(Close {
             code: 1000,
             reason: "bye",
