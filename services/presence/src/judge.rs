@@ -32,6 +32,16 @@ pub enum Verdict {
     Silent(String),
 }
 
+impl Verdict {
+    /// The edge the verdict is about.
+    pub fn edge_id(&self) -> &str {
+        match self {
+            Verdict::Heard(hb) => &hb.edge_id,
+            Verdict::Silent(edge) => edge,
+        }
+    }
+}
+
 /// Starts the judge on a lane of its own. It connects (for NATS) a bus of its own, subscribes
 /// to every edge's heartbeats, and checks for silence every `check_every`, until `stop`.
 pub fn spawn_judge(

@@ -112,14 +112,31 @@ impl PresenceService {
     }
 }
 
+/// Lanes the judge's verdicts are applied on. One edge's verdicts always go to the same
+/// lane, which applies them one after the other, in the order the judge heard them; the
+/// lanes let different edges' verdicts proceed side by side.
+const VERDICT_LANES: usize = 8;
+
 /// Applies the judge's verdicts and runs the periodic sweep until `stop`, each in a task of
 /// `tasks` (which the service waits for when it stops).
+///
+/// One edge's verdicts must not overtake each other: applied at once, an edge's first
+/// heartbeat could write its record as alive after its stopping heartbeat (sent right
+/// after) found no record to mark dead, and the edge would stay alive in the record with
+/// nobody left to hear it, its sockets never leaving.
 async fn keep(
     presence: Arc<Presence>,
     mut verdicts: mpsc::UnboundedReceiver<Verdict>,
     tasks: TaskTracker,
     stop: CancellationToken,
 ) {
+    let lanes: Vec<mpsc::UnboundedSender<Verdict>> = (0..VERDICT_LANES)
+        .map(|_| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tasks.spawn(apply_in_order(presence.clone(), rx, stop.clone()));
+            tx
+        })
+        .collect();
     let mut sweep = tokio::time::interval(presence.settings.sweep_every());
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -127,11 +144,7 @@ async fn keep(
             biased;
             _ = stop.cancelled() => return,
             Some(verdict) = verdicts.recv() => {
-                let presence = presence.clone();
-                match verdict {
-                    Verdict::Heard(hb) => tasks.spawn(async move { presence.heartbeat(*hb).await }),
-                    Verdict::Silent(edge) => tasks.spawn(async move { presence.edge_gone(&edge).await }),
-                };
+                let _ = lanes[lane_of(verdict.edge_id())].send(verdict);
             }
             _ = sweep.tick() => {
                 let presence = presence.clone();
@@ -139,6 +152,55 @@ async fn keep(
             }
         }
     }
+}
+
+/// The lane of edge `edge_id`'s verdicts.
+fn lane_of(edge_id: &str) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(edge_id) as usize % VERDICT_LANES
+}
+
+/// One lane: applies its verdicts one at a time until `stop`. What queued up meanwhile
+/// (the KV was slow, say) is applied as the latest verdict of each edge only: each says all
+/// the judge knew of its edge then, so the older ones would only redo work with stale facts.
+async fn apply_in_order(
+    presence: Arc<Presence>,
+    mut verdicts: mpsc::UnboundedReceiver<Verdict>,
+    stop: CancellationToken,
+) {
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            n = verdicts.recv_many(&mut batch, 1024) => if n == 0 {
+                return;
+            },
+        }
+        for verdict in latest_of_each_edge(std::mem::take(&mut batch)) {
+            match verdict {
+                Verdict::Heard(hb) => presence.heartbeat(*hb).await,
+                Verdict::Silent(edge) => presence.edge_gone(&edge).await,
+            }
+        }
+    }
+}
+
+/// The last verdict of each edge in `batch`, in the order they came.
+fn latest_of_each_edge(batch: Vec<Verdict>) -> Vec<Verdict> {
+    if batch.len() < 2 {
+        return batch;
+    }
+    let mut last = std::collections::HashMap::new();
+    for (i, v) in batch.iter().enumerate() {
+        last.insert(v.edge_id().to_owned(), i);
+    }
+    batch
+        .into_iter()
+        .enumerate()
+        .filter(|(i, v)| last.get(v.edge_id()) == Some(i))
+        .map(|(_, v)| v)
+        .collect()
 }
 
 /// The RPCs' side of presence for the shared serving loop.
@@ -184,5 +246,58 @@ impl p2piano_rpc::Handler for Handler {
 
     fn in_flight(&self) -> Option<Gauge> {
         Some(self.0.metrics.rpc_in_flight.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p2piano_protocol::presence::Heartbeat;
+
+    fn heard(edge: &str, stopping: bool) -> Verdict {
+        Verdict::Heard(Box::new(Heartbeat {
+            edge_id: edge.to_owned(),
+            connections: 0,
+            at: p2piano_protocol::Timestamp::now(),
+            stopping,
+            generation: 0,
+            digest: None,
+        }))
+    }
+
+    fn describe(v: &[Verdict]) -> Vec<String> {
+        v.iter()
+            .map(|v| match v {
+                Verdict::Heard(hb) if hb.stopping => format!("{} stopping", hb.edge_id),
+                Verdict::Heard(hb) => format!("{} heard", hb.edge_id),
+                Verdict::Silent(e) => format!("{e} silent"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_backlog_keeps_each_edges_latest_verdict_in_order() {
+        let batch = vec![
+            heard("a", false),
+            heard("b", false),
+            heard("a", false),
+            Verdict::Silent("c".into()),
+            heard("a", true),
+            heard("c", false),
+        ];
+        assert_eq!(
+            describe(&latest_of_each_edge(batch)),
+            ["b heard", "a stopping", "c heard"]
+        );
+    }
+
+    #[test]
+    fn an_edge_keeps_its_lane() {
+        let lane = lane_of("edge-1");
+        assert!(lane < VERDICT_LANES);
+        assert_eq!(lane_of("edge-1"), lane);
+        let lanes: std::collections::HashSet<usize> =
+            (0..64).map(|i| lane_of(&format!("edge-{i}"))).collect();
+        assert!(lanes.len() > 1, "every edge on one lane");
     }
 }

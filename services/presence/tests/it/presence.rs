@@ -397,6 +397,36 @@ mod cases {
         assert_eq!(h.members_of(&room).await, vec![a.user_id.to_string()]);
     }
 
+    /// An edge that stops right after its first heartbeat is retired all the same: one
+    /// edge's heartbeats are acted on in the order they were sent. Acted on at once, the
+    /// first could write the edge's record as alive after the stopping one found no record
+    /// to mark, and the edge stayed alive in the record with nobody left to hear it.
+    pub async fn one_edges_heartbeats_are_acted_on_in_order(h: Harness) {
+        const EDGES: usize = 16;
+        let mut events = h.events().await;
+        let vitals = Default::default();
+        let mut edges = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..EDGES {
+            let id = format!("edge-brief-{i}");
+            let (room, s) = (h.room().await, h.session().await);
+            h.connect_and_join(&s, &id, "c1", &room).await;
+            expected.push(s.user_id.to_string());
+            edges.push(h.edge(&id).await);
+        }
+        for edge in &edges {
+            edge.beat_on(&h.bus, &vitals, false).await.unwrap();
+            edge.beat_on(&h.bus, &vitals, true).await.unwrap();
+        }
+        let mut gone = Vec::new();
+        while gone.len() < EDGES {
+            gone.push(events.next_left().await.user_id.unwrap().to_string());
+        }
+        gone.sort();
+        expected.sort();
+        assert_eq!(gone, expected);
+    }
+
     pub async fn bad_input_gets_invalid(h: Harness) {
         let sid = SessionId::random();
         let cases = [
