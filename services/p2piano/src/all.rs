@@ -9,35 +9,12 @@
 //! Only the edge listens in public (`PORT`, with `/health`, `/health/ready` and `/metrics`);
 //! the admin listeners that rooms and presence have when split are bound to an ephemeral
 //! loopback port here, so that one `P2PIANO_ADMIN_ADDR` cannot make two of them collide.
+//! The deployment is [`Plan::all`], built like every other ([`crate::cluster`]).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use p2piano_bus::Bus;
 use p2piano_config::Config;
-use p2piano_rooms::Clock;
-use p2piano_rooms::store::{MemoryStore, RoomStore};
 use tokio_util::sync::CancellationToken;
 
-/// Why `p2piano all` stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum AllError {
-    /// The bus could not be reached.
-    #[error("bus: {0}")]
-    Bus(#[from] p2piano_bus::BusError),
-    /// The rooms service failed.
-    #[error("rooms: {0}")]
-    Rooms(#[from] p2piano_rooms::AppError),
-    /// The presence service failed.
-    #[error("presence: {0}")]
-    Presence(#[from] p2piano_presence::AppError),
-    /// The edge failed.
-    #[error("edge: {0}")]
-    Edge(#[from] p2piano_edge::AppError),
-    /// A service stopped by itself before shutdown was asked for.
-    #[error("{0} stopped unexpectedly")]
-    Stopped(&'static str),
-}
+use crate::cluster::{ClusterError, Options, Plan};
 
 /// What the process runs on, for its first log line.
 fn describe(config: &Config) -> &'static str {
@@ -50,7 +27,9 @@ fn describe(config: &Config) -> &'static str {
 }
 
 /// Runs the three services until `shutdown`, then drains the edge and stops the others.
-pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<(), AllError> {
+/// A service that ends by itself is an error: the others are then stopped too, so that the
+/// process exits rather than limp on.
+pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<(), ClusterError> {
     tracing::info!(
         mode = describe(config),
         url = %format!("http://localhost:{}/", config.port),
@@ -58,86 +37,17 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<(), All
         describe(config),
         config.port
     );
-    let bus = match &config.nats_url {
-        Some(url) => Bus::connect_nats(url, "p2piano-all").await?,
-        None => Bus::in_process(),
-    };
-    let store: Arc<dyn RoomStore> = match &config.mongo_uri {
-        Some(_) => Arc::new(p2piano_rooms::app::connect_mongo(config).await?),
-        None => Arc::new(MemoryStore::new()),
-    };
-    let buckets = match &config.nats_url {
-        Some(_) => p2piano_presence::app::jetstream_buckets(&bus, config).await?,
-        None => p2piano_presence::app::memory_buckets(config),
-    };
-    // The edge's id is fixed here, so that presence knows which edge shares its process:
-    // that one it never judges by its heartbeats (a busy process delays both alike).
-    let mut config = config.clone();
-    config.edge_id = Some(p2piano_edge::app::edge_id(&config));
-    let mut inner = config.clone();
-    inner.admin_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    let rooms =
-        p2piano_rooms::Application::build_with(&inner, bus.clone(), store, Clock::system()).await?;
-    let presence = p2piano_presence::Application::build_beside(
-        &inner,
-        bus.clone(),
-        buckets,
-        Clock::system(),
-        config.edge_id.clone(),
-    )
-    .await?;
-    let edge = p2piano_edge::Application::build_with(&config, bus).await?;
-    tracing::info!(
-        port = edge.port(),
-        edge_id = edge.edge_id(),
-        "p2piano all started"
-    );
-
-    let services = CancellationToken::new();
-    let mut rooms = tokio::spawn(rooms.run_until_stopped(services.clone()));
-    let mut presence = tokio::spawn(presence.run_until_stopped(services.clone()));
-    let edge_stop = CancellationToken::new();
-    let mut edge = tokio::spawn(edge.run_until_stopped(edge_stop.clone()));
-
-    // Runs until asked to stop, or until a service ends by itself (which is an error: the
-    // others are then stopped too, so that the process exits rather than limp on).
-    let early: Option<(&'static str, Result<(), AllError>)> = tokio::select! {
+    let mut cluster = Plan::all(config).start(Options::default()).await?;
+    if let Some(edge) = cluster.edges().next() {
+        tracing::info!(port = edge.port, edge_id = %edge.name, "p2piano all started");
+    }
+    let failure = tokio::select! {
         _ = shutdown.cancelled() => None,
-        r = &mut rooms => Some(("rooms", joined(r, "rooms"))),
-        r = &mut presence => Some(("presence", joined(r, "presence"))),
-        r = &mut edge => Some(("edge", joined(r, "edge"))),
+        (_, r) = cluster.until_one_stops() => r.err(),
     };
-    let finished = early.as_ref().map(|(name, _)| *name);
-    let mut failure = early.map(|(name, r)| r.err().unwrap_or(AllError::Stopped(name)));
-    // The edge drains first (its clients reconnect elsewhere, its last heartbeat reaches
-    // presence), then presence and rooms finish what they were answering.
-    edge_stop.cancel();
-    if finished != Some("edge")
-        && let Err(e) = joined(edge.await, "edge")
-    {
-        failure.get_or_insert(e);
-    }
-    services.cancel();
-    if finished != Some("presence")
-        && let Err(e) = joined(presence.await, "presence")
-    {
-        failure.get_or_insert(e);
-    }
-    if finished != Some("rooms")
-        && let Err(e) = joined(rooms.await, "rooms")
-    {
-        failure.get_or_insert(e);
-    }
-    failure.map_or(Ok(()), Err)
-}
-
-/// A service task's outcome; a panicked task counts as stopped.
-fn joined<E: Into<AllError>>(
-    r: Result<Result<(), E>, tokio::task::JoinError>,
-    name: &'static str,
-) -> Result<(), AllError> {
-    match r {
-        Ok(r) => r.map_err(Into::into),
-        Err(_) => Err(AllError::Stopped(name)),
+    let stopped = cluster.shutdown().await;
+    match failure {
+        Some(e) => Err(e),
+        None => stopped,
     }
 }

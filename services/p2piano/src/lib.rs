@@ -4,6 +4,7 @@
 //! 2 when the configuration is invalid (the message names the variable).
 
 mod all;
+pub mod cluster;
 mod inspect;
 mod signals;
 

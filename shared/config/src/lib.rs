@@ -27,6 +27,7 @@ mod redact;
 mod role;
 mod room_store;
 mod secret;
+mod to_env;
 mod validate;
 mod vars;
 

@@ -297,18 +297,19 @@ impl Deployment {
                 (Some(m), uri)
             }
         };
-        let mut common: Vec<(String, String)> = vec![
-            ("NATS_URL".into(), nats.url()),
-            ("P2PIANO_MONGO_DB".into(), name.clone()),
-            ("P2PIANO_SUBJECT_PREFIX".into(), name.clone()),
-            ("COOKIE_SECRET".into(), SECRET.into()),
-            ("P2PIANO_COOKIE_SECURE".into(), "false".into()),
-        ];
+        let mut config = p2piano_config::Config {
+            nats_url: Some(nats.url()),
+            mongo_db: Some(name.clone()),
+            subject_prefix: name.clone(),
+            cookie_secret: Some(SECRET.into()),
+            cookie_secure: false,
+            ..Default::default()
+        };
         match store {
-            Store::Memory => common.push(("P2PIANO_ROOM_STORE".into(), "memory".into())),
-            _ => common.push(("MONGO_URI".into(), mongo_uri.clone())),
+            Store::Memory => config.room_store = p2piano_config::RoomStore::Memory,
+            Store::Durable => config.mongo_uri = Some(mongo_uri.clone()),
         }
-        common.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let plan = p2piano::cluster::Plan::split(config, edges);
         let mut ports: Vec<u16> = Vec::new();
         while ports.len() < 2 + 2 * edges {
             let p = free_port();
@@ -316,32 +317,34 @@ impl Deployment {
                 ports.push(p);
             }
         }
-        let service = |name: &str, role: &'static str, port: u16, extra: Vec<(String, String)>| {
-            let mut env = common.clone();
-            env.extend(extra);
-            let argv = vec![bin(), role.to_owned()];
-            Proc::new(
-                name,
-                argv,
-                port,
-                env,
-                dir.path().join(format!("{name}.log")),
-            )
+        // Each service of the plan as a process: its configuration as its environment (the
+        // edge's public port, or the admin port, as the port to probe), then the test's own
+        // variables, which win.
+        let process = |service: p2piano::cluster::Service, port: u16, admin: u16| {
+            let mut config = service.config;
+            if service.role == p2piano_config::Role::Edge {
+                config.port = port;
+            }
+            config.admin_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], admin)));
+            let mut vars: Vec<(String, String)> = config
+                .to_env()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+            let role = service.role.to_string();
+            let name = match service.role {
+                p2piano_config::Role::Presence => "presence".to_owned(),
+                _ => service.name,
+            };
+            let log = dir.path().join(format!("{name}.log"));
+            Proc::new(&name, vec![bin(), role], port, vars, log)
         };
-        let admin = |port: u16| vec![("P2PIANO_ADMIN_ADDR".into(), format!("127.0.0.1:{port}"))];
-        let rooms = service("rooms", "rooms", ports[0], admin(ports[0]));
-        let presence = service("presence", "presence", ports[1], admin(ports[1]));
+        let rooms = process(plan.rooms(), ports[0], ports[0]);
+        let presence = process(plan.presence_replica(1), ports[1], ports[1]);
         let count = edges;
         let edges = (0..count)
-            .map(|i| {
-                let name = format!("edge-{}", i + 1);
-                let mut env = vec![
-                    ("PORT".into(), ports[2 + i].to_string()),
-                    ("P2PIANO_EDGE_ID".into(), name.clone()),
-                ];
-                env.extend(admin(ports[2 + count + i]));
-                service(&name, "edge", ports[2 + i], env)
-            })
+            .map(|i| process(plan.edge(i + 1), ports[2 + i], ports[2 + count + i]))
             .collect();
         let edge_admins = ports[2 + count..].to_vec();
         let mut d = Deployment {

@@ -122,7 +122,7 @@ async fn restart_mid_grace_still_leaves_once(mode: Mode) {
     let s = h.session().await;
     h.connect_and_join(&s, "edge-a", "c1", &room).await;
     assert!(h.disconnect(&s, "edge-a", "c1").await);
-    h.presence[0].stop().await;
+    h.stop_presence(0).await;
     h.add_presence().await;
     assert_eq!(events.next_left().await.user_id.as_ref(), Some(&s.user_id));
     let marker = h.session().await;

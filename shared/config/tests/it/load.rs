@@ -445,3 +445,80 @@ fn secrets_are_not_in_the_debug_output() {
         );
     });
 }
+
+/// What `to_env` writes loads back as the configuration it was written from, every
+/// setting changed from its default (so a variable left out or misnamed shows).
+#[test]
+fn to_env_loads_back_as_the_same_configuration() {
+    in_jail(|jail| {
+        jail.clear_env();
+        let figment = Config::figment()
+            .merge(("node_env", "test"))
+            .merge(("port", 4123))
+            .merge((
+                "cors_origin",
+                vec!["https://a.example", "https://b.example"],
+            ))
+            .merge(("cookie_secret", "a-cookie-secret-of-32-characters-or-more"))
+            .merge(("cookie_secure", false))
+            .merge(("mongo_uri", "mongodb://127.0.0.1:27018"))
+            .merge(("mongo_username", "player"))
+            .merge(("mongo_password", "a password, with a comma"))
+            .merge(("mongo_db", "elsewhere"))
+            .merge(("mongo_timeout_ms", 1234))
+            .merge(("room_store", "memory"))
+            .merge(("nats_url", "nats://127.0.0.1:4333"))
+            .merge(("subject_prefix", "planned"))
+            .merge(("admin_addr", "127.0.0.1:9123"))
+            .merge(("edge_id", "edge-7"))
+            .merge(("request_timeout_ms", 2345))
+            .merge(("room_idle_secs", 77))
+            .merge(("session_ttl_secs", 88))
+            .merge(("ip_connect_rate", 3))
+            .merge(("ip_connect_burst", 4))
+            .merge(("max_connections", 555))
+            .merge(("max_connections_per_ip", 66))
+            .merge(("trusted_proxies", vec!["10.0.0.0/8", "127.0.0.1"]))
+            .merge(("body_timeout_ms", 3456))
+            .merge(("connect_timeout_ms", 4567))
+            .merge(("leave_grace_ms", 678))
+            .merge(("heartbeat_ms", 123))
+            .merge(("edge_timeout_ms", 789))
+            .merge(("drain_timeout_ms", 890))
+            .merge(("kv_replicas", 3))
+            .merge(("log_format", "json"))
+            .merge(("log_level", "debug,p2piano=trace"))
+            .merge(("otel_exporter_otlp_endpoint", "http://127.0.0.1:4317"))
+            .merge(("service_name", "planned-service"));
+        let planned = Config::from_figment(figment).expect("planned configuration");
+        let defaults = serde_json::to_value(expect_load(jail)).unwrap();
+        let planned_json = serde_json::to_value(&planned).unwrap();
+        for (key, value) in planned_json.as_object().unwrap() {
+            assert_ne!(&defaults[key], value, "{key} is still its default");
+        }
+        for (name, value) in planned.to_env() {
+            jail.set_env(name, value);
+        }
+        let loaded = serde_json::to_value(expect_load(jail)).unwrap();
+        assert_eq!(loaded, planned_json);
+    });
+}
+
+/// An unset optional setting is written empty, so that it stays unset over a TOML file
+/// that sets it.
+#[test]
+fn to_env_unsets_what_the_file_sets() {
+    in_jail(|jail| {
+        jail.clear_env();
+        let unset = expect_load(jail);
+        assert_eq!(unset.nats_url, None);
+        jail.create_file("p2piano.toml", "nats_url = \"nats://127.0.0.1:4333\"")
+            .unwrap();
+        jail.set_env("P2PIANO_CONFIG", "p2piano.toml");
+        assert!(expect_load(jail).nats_url.is_some());
+        for (name, value) in unset.to_env() {
+            jail.set_env(name, value);
+        }
+        assert_eq!(expect_load(jail).nats_url, None);
+    });
+}

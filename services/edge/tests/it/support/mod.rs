@@ -25,6 +25,7 @@ pub enum Mode {
     InProcess,
 }
 
+/// A deployment of the cluster builder (`p2piano::cluster`) with the test defaults.
 pub struct Cluster {
     pub mode: Mode,
     pub name: String,
@@ -33,10 +34,7 @@ pub struct Cluster {
     pub edges: Vec<u16>,
     /// Their admin ports (health and `/metrics`).
     pub admins: Vec<u16>,
-    settings: p2piano_edge::SocketSettings,
-    stops: Vec<CancellationToken>,
-    edge_stops: Vec<CancellationToken>,
-    edge_tasks: Vec<tokio::task::JoinHandle<()>>,
+    running: p2piano::cluster::Cluster,
 }
 
 pub fn config(name: &str, nats: Option<String>) -> Config {
@@ -95,7 +93,9 @@ impl Cluster {
         Self::start_configured(mode, settings, |_| {}).await
     }
 
-    /// A cluster whose configuration `tweak` changes after the test defaults (limits, TTLs).
+    /// A cluster whose configuration `tweak` changes after the test defaults (limits, TTLs):
+    /// on NATS, rooms on the MongoDB-wire server and two edges; in process, memory stores
+    /// and one edge.
     pub async fn start_configured(
         mode: Mode,
         settings: p2piano_edge::SocketSettings,
@@ -103,97 +103,28 @@ impl Cluster {
     ) -> Self {
         let name = p2piano_testkit::unique_name("edge");
         let nats = (mode == Mode::Nats).then(p2piano_testkit::nats_url);
-        let mut config = config(&name, nats.clone());
+        let mut config = config(&name, nats);
+        if mode == Mode::InProcess {
+            config.mongo_uri = None;
+        }
         tweak(&mut config);
-        let shared = Bus::in_process();
-        let bus = |label: &'static str| {
-            let nats = nats.clone();
-            let shared = shared.clone();
-            async move {
-                match nats {
-                    Some(url) => Bus::connect_nats(&url, label).await.expect("nats"),
-                    None => shared,
-                }
-            }
+        let edges = if mode == Mode::Nats { 2 } else { 1 };
+        let options = p2piano::cluster::Options {
+            edge_settings: Some(settings),
+            ..Default::default()
         };
-        let mut stops = Vec::new();
-        // rooms
-        let store: Arc<dyn p2piano_rooms::store::RoomStore> = match mode {
-            Mode::Nats => Arc::new(
-                p2piano_rooms::store::MongoStore::connect(p2piano_rooms::store::MongoSettings {
-                    uri: p2piano_testkit::mongo_uri(),
-                    database: name.clone(),
-                    username: None,
-                    password: None,
-                    timeout: Duration::from_secs(2),
-                })
-                .await
-                .unwrap(),
-            ),
-            Mode::InProcess => Arc::new(p2piano_rooms::store::MemoryStore::new()),
-        };
-        let rooms = p2piano_rooms::Application::build_with(
-            &config,
-            bus("rooms").await,
-            store,
-            Clock::system(),
-        )
-        .await
-        .expect("rooms");
-        let stop = CancellationToken::new();
-        tokio::spawn(rooms.run_until_stopped(stop.clone()));
-        stops.push(stop);
-        // presence
-        let pbus = bus("presence").await;
-        let buckets = match mode {
-            Mode::Nats => p2piano_presence::app::jetstream_buckets(&pbus, &config)
-                .await
-                .unwrap(),
-            Mode::InProcess => p2piano_presence::app::memory_buckets(&config),
-        };
-        let presence =
-            p2piano_presence::Application::build_with(&config, pbus, buckets, Clock::system())
-                .await
-                .expect("presence");
-        let stop = CancellationToken::new();
-        tokio::spawn(presence.run_until_stopped(stop.clone()));
-        stops.push(stop);
-        let mut cluster = Self {
+        let running = p2piano::cluster::Plan::split(config.clone(), edges)
+            .start(options)
+            .await
+            .expect("cluster starts");
+        Self {
             mode,
             name,
             config,
-            settings,
-            edges: Vec::new(),
-            admins: Vec::new(),
-            stops,
-            edge_stops: Vec::new(),
-            edge_tasks: Vec::new(),
-        };
-        let n = if mode == Mode::Nats { 2 } else { 1 };
-        for i in 0..n {
-            let b = bus(if i == 0 { "edge-1" } else { "edge-2" }).await;
-            cluster.add_edge(b).await;
+            edges: running.edges().map(|e| e.port).collect(),
+            admins: running.edges().map(|e| e.admin_port).collect(),
+            running,
         }
-        cluster
-    }
-
-    async fn add_edge(&mut self, bus: Bus) {
-        let mut config = self.config.clone();
-        config.edge_id = Some(format!("edge-{}", self.edges.len() + 1));
-        let app =
-            p2piano_edge::Application::build_with_settings(&config, bus, self.settings.clone())
-                .await
-                .expect("edge builds");
-        self.edges.push(app.port());
-        self.admins.push(app.admin_port());
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        self.edge_tasks.push(tokio::spawn(async move {
-            app.run_until_stopped(token)
-                .await
-                .expect("edge stops cleanly");
-        }));
-        self.edge_stops.push(stop);
     }
 
     /// The port of edge `i` (the second edge is the first in process mode).
@@ -208,9 +139,8 @@ impl Cluster {
 
     /// Drains edge `i` and waits for it to stop.
     pub async fn stop_edge(&mut self, i: usize) {
-        self.edge_stops[i].cancel();
-        let task = std::mem::replace(&mut self.edge_tasks[i], tokio::spawn(async {}));
-        task.await.unwrap();
+        let name = self.running.plan().edge(i + 1).name;
+        self.running.stop(&name).await.expect("edge stops cleanly");
     }
 
     /// A new session: creates a room over HTTP on edge `i`; returns (cookie header value, room code).
@@ -238,12 +168,4 @@ pub async fn metric(port: u16, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for s in self.stops.iter().chain(&self.edge_stops) {
-            s.cancel();
-        }
-    }
 }

@@ -49,27 +49,6 @@ pub fn config(name: &str, nats_url: Option<String>, session_ttl_secs: u64) -> Co
     c
 }
 
-/// One running service task with its stop token.
-pub struct Running {
-    stop: CancellationToken,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Running {
-    pub async fn stop(&mut self) {
-        self.stop.cancel();
-        if let Some(t) = self.task.take() {
-            t.await.expect("service task");
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
 pub struct Harness {
     pub mode: Mode,
     pub name: String,
@@ -77,13 +56,14 @@ pub struct Harness {
     pub subjects: Subjects,
     /// The client's own connection (for NATS), or the shared in-process bus.
     pub bus: Bus,
+    /// The presence buckets, opened on the client's connection (for NATS) or shared with
+    /// the replicas (in process), for tests that look at the records.
     pub buckets: Buckets,
     pub rooms_admin: u16,
     pub presence_admin: Vec<u16>,
-    pub rooms: Running,
-    pub presence: Vec<Running>,
-    room_store: Arc<dyn RoomStore>,
-    clock: Clock,
+    /// Rooms and the presence replicas, built by the cluster builder (no edges: the tests
+    /// play the edges themselves).
+    pub cluster: p2piano::cluster::Cluster,
 }
 
 impl Harness {
@@ -95,51 +75,30 @@ impl Harness {
     pub async fn start_with(mode: Mode, nats_url: Option<String>, ttl: u64, clock: Clock) -> Self {
         let name = p2piano_testkit::unique_name("presence");
         let url = nats_url.unwrap_or_else(p2piano_testkit::nats_url);
-        let config = config(&name, (mode == Mode::Nats).then(|| url.clone()), ttl);
-        let (bus, buckets, room_store): (Bus, Buckets, Arc<dyn RoomStore>) = match mode {
+        let mut config = config(&name, (mode == Mode::Nats).then(|| url.clone()), ttl);
+        let (bus, buckets) = match mode {
             Mode::Nats => {
                 let bus = Bus::connect_nats(&url, "presence-test-client")
                     .await
                     .expect("nats");
                 let buckets = jetstream_buckets(&bus, &config).await.expect("buckets");
-                let store = MongoStore::connect(MongoSettings {
-                    uri: p2piano_testkit::mongo_uri(),
-                    database: name.clone(),
-                    username: None,
-                    password: None,
-                    timeout: Duration::from_secs(2),
-                })
-                .await
-                .unwrap();
-                (bus, buckets, Arc::new(store))
+                (bus, buckets)
             }
-            Mode::InProcess => (
-                Bus::in_process(),
-                memory_buckets(&config),
-                Arc::new(MemoryStore::new()),
-            ),
+            Mode::InProcess => {
+                config.mongo_uri = None;
+                (Bus::in_process(), memory_buckets(&config))
+            }
         };
-        let rooms_bus = match mode {
-            Mode::Nats => Bus::connect_nats(&url, "rooms-under-test").await.unwrap(),
-            Mode::InProcess => bus.clone(),
+        let options = p2piano::cluster::Options {
+            clock: Some(clock),
+            bus: (mode == Mode::InProcess).then(|| bus.clone()),
+            buckets: (mode == Mode::InProcess).then(|| buckets.clone()),
+            ..Default::default()
         };
-        let rooms_app = p2piano_rooms::Application::build_with(
-            &config,
-            rooms_bus,
-            room_store.clone(),
-            clock.clone(),
-        )
-        .await
-        .expect("rooms builds");
-        let rooms_admin = rooms_app.admin_port();
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let task = tokio::spawn(async move {
-            rooms_app
-                .run_until_stopped(token)
-                .await
-                .expect("rooms stops cleanly");
-        });
+        let cluster = p2piano::cluster::Plan::split(config.clone(), 0)
+            .start(options)
+            .await
+            .expect("rooms and presence start");
         let mut h = Self {
             mode,
             subjects: Subjects::new(&name).unwrap(),
@@ -147,49 +106,43 @@ impl Harness {
             config,
             bus,
             buckets,
-            rooms_admin,
+            rooms_admin: 0,
             presence_admin: Vec::new(),
-            rooms: Running {
-                stop,
-                task: Some(task),
-            },
-            presence: Vec::new(),
-            room_store,
-            clock,
+            cluster,
         };
-        h.add_presence().await;
+        h.ports();
         h
     }
 
+    fn ports(&mut self) {
+        let services = self.cluster.services();
+        self.rooms_admin = services
+            .iter()
+            .find(|s| s.name == "rooms")
+            .map_or(0, |s| s.admin_port);
+        self.presence_admin = services
+            .iter()
+            .filter(|s| s.name.starts_with("presence"))
+            .map(|s| s.admin_port)
+            .collect();
+    }
+
     /// Starts one more presence replica (own connection for NATS, same buckets).
-    pub async fn add_presence(&mut self) -> usize {
-        let (bus, buckets) = match self.mode {
-            Mode::Nats => {
-                let url = self.config.nats_url.clone().unwrap();
-                let bus = Bus::connect_nats(&url, "presence-under-test")
-                    .await
-                    .unwrap();
-                let buckets = jetstream_buckets(&bus, &self.config).await.unwrap();
-                (bus, buckets)
-            }
-            Mode::InProcess => (self.bus.clone(), self.buckets.clone()),
-        };
-        let app = Application::build_with(&self.config, bus, buckets, self.clock.clone())
+    pub async fn add_presence(&mut self) {
+        self.cluster
+            .add_presence()
             .await
-            .expect("presence builds");
-        self.presence_admin.push(app.admin_port());
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let task = tokio::spawn(async move {
-            app.run_until_stopped(token)
-                .await
-                .expect("presence stops cleanly");
-        });
-        self.presence.push(Running {
-            stop,
-            task: Some(task),
-        });
-        self.presence.len() - 1
+            .expect("presence replica starts");
+        self.ports();
+    }
+
+    /// Stops presence replica `i` (from 0) and waits until it has stopped.
+    pub async fn stop_presence(&mut self, i: usize) {
+        let name = self.cluster.plan().presence_replica(i + 1).name;
+        self.cluster
+            .stop(&name)
+            .await
+            .expect("presence stops cleanly");
     }
 
     pub async fn raw(&self, subject: &str, body: Vec<u8>) -> Reply<Value> {
