@@ -9,8 +9,8 @@
 # RUN_DIR (default .run/cluster), NATS_PORT (4300), MONGO_PORT (27300), EDGE1_PORT (3001),
 # EDGE2_PORT (3002), ROOMS_ADMIN (127.0.0.1:9091), PRESENCE_ADMIN (127.0.0.1:9092), EDGE1_ADMIN
 # (127.0.0.1:9093) and EDGE2_ADMIN (127.0.0.1:9094) for the edges' /metrics, VENV
-# (the virtualenv of `make test-deps`), plus any P2PIANO_*/CORS_ORIGIN variable, which the
-# services read as usual.
+# (the virtualenv of `make test-deps`), TOKIO_WORKER_THREADS and GOMAXPROCS (1, see below), plus any
+# P2PIANO_*/CORS_ORIGIN variable, which the services read as usual.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -45,6 +45,12 @@ export COOKIE_SECRET
 export NATS_URL="nats://127.0.0.1:$NATS_PORT"
 export MONGO_URI="mongodb://127.0.0.1:$MONGO_PORT"
 export P2PIANO_COOKIE_SECURE=${P2PIANO_COOKIE_SECURE:-false}
+# Each service's runtime gets one worker thread: five processes share this machine's cores,
+# and a process with a thread per core (tokio's default) makes them wake and park each
+# other's threads. On two cores at 60,000 deliveries/s this and nats-server's one thread
+# took the edges and nats-server from about 22 to 13.2 CPU s per million deliveries
+# (docs/OPERATIONS.md, "Worker threads").
+export TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-1}
 
 # Starts "$@" in its own session, in the background, logging to $LOGS/$name.log.
 start() {
@@ -82,7 +88,8 @@ nats=$(command -v nats-server || true)
 [ -n "$nats" ] || { [ -x /usr/sbin/nats-server ] && nats=/usr/sbin/nats-server; } || true
 [ -n "$nats" ] || { [ -x "$VENV/bin/nats-server" ] && nats="$VENV/bin/nats-server"; } || true
 [ -n "$nats" ] || die "no nats-server (PATH, /usr/sbin, or $VENV: make test-deps installs one)"
-start nats "$nats" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN_DIR/nats"
+# nats-server likewise runs one Go scheduler thread (GOMAXPROCS) unless told otherwise.
+GOMAXPROCS=${GOMAXPROCS:-1} start nats "$nats" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN_DIR/nats"
 wait_port nats 127.0.0.1 "$NATS_PORT"
 
 if command -v mongod >/dev/null 2>&1; then

@@ -154,13 +154,6 @@ impl Shared {
                 "message of {size} bytes exceeds the maximum payload of {MAX_PAYLOAD} bytes"
             )));
         }
-        let message = Message {
-            subject: subject.to_owned(),
-            reply: reply.map(str::to_owned),
-            headers: headers.trimmed(),
-            payload,
-            local,
-        };
         // Delivery never waits (a full queue refuses), so the read lock is held briefly and
         // never across an await; a full queue drops the message for that subscriber alone.
         let subs = self.read();
@@ -179,12 +172,23 @@ impl Shared {
             }
         }
         let interest = targets.len();
-        if let Some((last, rest)) = targets.split_last() {
-            for slot in rest {
-                self.deliver(slot, message.clone(), subject);
-            }
-            self.deliver(last, message, subject);
+        // The message is built only for someone: a publish nobody receives (an edge's relay
+        // in `p2piano all`, where the edge's own room subscription is no-echo) costs no
+        // copy of its subject and headers.
+        let Some((last, rest)) = targets.split_last() else {
+            return Ok(0);
+        };
+        let message = Message {
+            subject: subject.to_owned(),
+            reply: reply.map(str::to_owned),
+            headers: headers.trimmed(),
+            payload,
+            local,
+        };
+        for slot in rest {
+            self.deliver(slot, message.clone(), subject);
         }
+        self.deliver(last, message, subject);
         Ok(interest)
     }
 

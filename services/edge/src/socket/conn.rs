@@ -140,27 +140,33 @@ pub async fn run(edge: Arc<Edge>, socket: WebSocket, handshake: Handshake) {
         assembling: None,
         replaced,
     };
-    let closing = outbox.closed_token();
     let silence = settings.ping_interval + settings.ping_timeout;
     let mut last_heard = Instant::now();
-    // Made once and moved, not made again for every message: a new timer and a new
-    // cancellation waiter per message were a measurable part of a note's cost.
-    let cancelled = closing.cancelled();
-    tokio::pin!(cancelled);
-    let timer = tokio::time::sleep_until(last_heard + silence);
+    // The socket's deadline: the namespace connect's until it has one, and its silence.
+    let deadline = |conn: &Conn, last_heard: Instant| {
+        let silent = last_heard + silence;
+        match conn.dialect {
+            None => (conn.unconnected_since + settings.connect_timeout).min(silent),
+            Some(_) => silent,
+        }
+    };
+    // One timer and one close waiter for the socket's life, not new ones per message. The
+    // timer is not moved on each message either (a move goes through the runtime's timer
+    // wheel): when it fires the deadline is worked out again, and if the client was heard
+    // since, the timer is set to the new deadline instead.
+    let closed = outbox.closed();
+    tokio::pin!(closed);
+    let timer = tokio::time::sleep_until(deadline(&conn, last_heard));
     tokio::pin!(timer);
     loop {
-        let deadline = if conn.dialect.is_none() {
-            (conn.unconnected_since + settings.connect_timeout).min(last_heard + silence)
-        } else {
-            last_heard + silence
-        };
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
-        }
         let msg = tokio::select! {
-            _ = &mut cancelled => break,
+            _ = &mut closed => break,
             _ = &mut timer => {
+                let due = deadline(&conn, last_heard);
+                if Instant::now() < due {
+                    timer.as_mut().reset(due);
+                    continue;
+                }
                 if conn.dialect.is_none()
                     && Instant::now() >= conn.unconnected_since + settings.connect_timeout
                 {
@@ -199,6 +205,12 @@ pub async fn run(edge: Arc<Edge>, socket: WebSocket, handshake: Handshake) {
         // The client was heard now, and while its message was handled (a join may wait on
         // several RPCs) nothing was read, so that time is not its silence either.
         last_heard = Instant::now();
+        // A deadline only moves earlier when the socket leaves its namespace (the connect
+        // deadline starts again): only then is the timer moved here.
+        let due = deadline(&conn, last_heard);
+        if due < timer.deadline() {
+            timer.as_mut().reset(due);
+        }
     }
     Box::pin(conn.finish()).await;
     edge.unregister(&sid);

@@ -73,6 +73,9 @@ struct OutboxState {
     epoch: tokio::time::Instant,
     closing: AtomicBool,
     close: Mutex<Option<Close>>,
+    /// Wakes the socket's reader when a close is asked for ([`Outbox::closed`]).
+    reader: AtomicWaker,
+    /// Cancelled on close, for senders waiting for room (a rare path).
     kill: CancellationToken,
 }
 
@@ -185,33 +188,58 @@ impl Outbox {
     /// Asks the writer to send what is queued, then close the WebSocket with `close`
     /// (the first request wins). The reader sees the socket end.
     pub fn close(&self, close: Close) {
-        if self.state.closing.swap(true, Ordering::Relaxed) {
+        if self.state.closing.swap(true, Ordering::AcqRel) {
             return;
         }
         *self.state.close.lock().unwrap_or_else(|e| e.into_inner()) = Some(close);
         self.state.kill.cancel();
+        self.state.queued.wake();
+        self.state.reader.wake();
     }
 
     /// Whether a close was requested.
     pub fn is_closing(&self) -> bool {
-        self.state.closing.load(Ordering::Relaxed)
+        self.state.closing.load(Ordering::Acquire)
     }
 
-    /// Cancelled when the socket must close (for the reader's select).
-    pub fn closed_token(&self) -> CancellationToken {
-        self.state.kill.clone()
-    }
-
-    /// The next queued frame, waiting for one (the writer's side; there is one writer).
-    async fn next(&self) -> Frame {
+    /// Resolves once a close was asked for. For the socket's one reader: its waker is the
+    /// only one kept. A flag and a waker rather than a cancellation token's waiter, which
+    /// takes the token's lock each time it is polled, that is on every message the reader
+    /// wakes for.
+    pub fn closed(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| {
+            if self.is_closing() {
+                return Poll::Ready(());
+            }
+            self.state.reader.register(cx.waker());
+            // Looked at again after registering, so that a close in between is seen.
+            if self.is_closing() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
+    /// The next queued frame, waiting for one, or `None` once a close was asked for (the
+    /// writer's side; there is one writer). The close is looked at first, so that the
+    /// writer stops taking frames at once, then flushes what is left within its deadline.
+    async fn next(&self) -> Option<Frame> {
+        std::future::poll_fn(|cx| {
+            if self.is_closing() {
+                return Poll::Ready(None);
+            }
             if let Some(frame) = self.state.pop() {
-                return Poll::Ready(frame);
+                return Poll::Ready(Some(frame));
             }
             self.state.queued.register(cx.waker());
-            // Looked at again after registering, so that a frame queued in between is seen.
+            // Looked at again after registering, so that a frame queued (or a close asked
+            // for) in between is seen.
+            if self.is_closing() {
+                return Poll::Ready(None);
+            }
             match self.state.pop() {
-                Some(frame) => Poll::Ready(frame),
+                Some(frame) => Poll::Ready(Some(frame)),
                 None => Poll::Pending,
             }
         })
@@ -236,6 +264,7 @@ pub fn outbox(capacity: usize) -> Outbox {
         epoch: tokio::time::Instant::now(),
         closing: AtomicBool::new(false),
         close: Mutex::new(None),
+        reader: AtomicWaker::new(),
         kill: CancellationToken::new(),
     });
     Outbox { state }
@@ -249,23 +278,19 @@ pub async fn run_writer(
     outbox: Outbox,
     ping_every: Duration,
 ) {
-    let kill = outbox.closed_token();
-    // Made once, not once per batch (a new waiter on the token each time).
-    let killed = kill.cancelled();
-    tokio::pin!(killed);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
-            _ = &mut killed => break,
-            _ = ping.tick() => {
+            _ = ping.tick(), if !outbox.is_closing() => {
                 if sink.send(Message::Text(Utf8Bytes::from_static(sio::PING))).await.is_err() {
                     outbox.close(Close { code: 1006, reason: "write failed" });
                     return;
                 }
             }
             frame = outbox.next() => {
+                let Some(frame) = frame else { break };
                 if write_batch(&mut sink, &outbox, frame).await.is_err() {
                     outbox.close(Close { code: 1006, reason: "write failed" });
                     return;
@@ -390,7 +415,7 @@ mod tests {
     #[tokio::test]
     async fn a_send_to_a_full_queue_waits_for_room_and_keeps_order() {
         let (outbox, waiting) = full_with_a_waiting_sender().await;
-        assert!(matches!(outbox.next().await, Frame::Text(t) if t == "1"));
+        assert!(matches!(outbox.next().await, Some(Frame::Text(t)) if t == "1"));
         assert!(
             waiting.await.unwrap(),
             "room made by the writer wakes the sender"
@@ -406,5 +431,38 @@ mod tests {
             reason: "bye",
         });
         assert!(!waiting.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_close_wakes_the_reader_and_stops_the_writer_before_what_is_queued() {
+        let outbox = outbox(8);
+        assert_eq!(outbox.offer(text(1)), Offer::Queued);
+        assert!(matches!(outbox.next().await, Some(Frame::Text(t)) if t == "1"));
+        let reader = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.closed().await }
+        });
+        let writer = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.next().await.is_none() }
+        });
+        tokio::task::yield_now().await;
+        assert!(!reader.is_finished(), "no close asked for yet");
+        assert_eq!(outbox.offer(text(2)), Offer::Queued);
+        assert!(!writer.await.unwrap(), "a queued frame wakes the writer");
+        assert_eq!(outbox.offer(text(3)), Offer::Queued);
+        outbox.close(Close {
+            code: 1000,
+            reason: "bye",
+        });
+        tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("the close wakes the reader")
+            .unwrap();
+        assert!(
+            outbox.next().await.is_none(),
+            "the writer stops at the close"
+        );
+        assert_eq!(texts(&outbox), ["3"], "and flushes what was queued itself");
     }
 }

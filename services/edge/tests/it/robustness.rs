@@ -53,6 +53,19 @@ mod cases {
         assert_eq!(gone["userId"], mute_id);
     }
 
+    /// The silence deadline moves with every frame heard, pongs included: a member that
+    /// only answers pings stays for many times the silence window (interval + timeout,
+    /// 750 ms here) and still hears the room.
+    pub async fn clients_that_answer_pings_stay(mode: Mode) {
+        let c = Cluster::start_with(mode, quick_timers()).await;
+        let (_, code) = c.session_with_room(0).await;
+        let (mut quiet, _) = member(&c, 0, &code).await;
+        // 16 pings at 150 ms: 2.4 s, over three silence windows.
+        assert!(quiet.answer_pings(16).await, "closed while answering pings");
+        let (_, late_id) = member(&c, 1, &code).await;
+        assert_eq!(quiet.expect("USER_CONNECT").await["userId"], late_id);
+    }
+
     pub async fn protocol_violations_close_only_the_offending_socket(mode: Mode) {
         let c = Cluster::start(mode).await;
         let (_, code) = c.session_with_room(0).await;

@@ -300,6 +300,29 @@ impl SioClient {
         (tally.pings, tally.close.flatten())
     }
 
+    /// Reads frames, answering pings, until `n` pings were answered: a client that is
+    /// quiet but alive. Socket.IO packets read meanwhile are kept for [`SioClient::next`].
+    /// False if the socket closed first.
+    pub async fn answer_pings(&mut self, n: usize) -> bool {
+        let mut answered = 0;
+        while answered < n {
+            match self.frame().await {
+                Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
+                    let _ = self.ws.send(Message::Text("3".into())).await;
+                    answered += 1;
+                }
+                Some(Ok(Message::Text(t))) => {
+                    if let Some(got) = parse(&t, &self.prefix()) {
+                        self.pending.push_back(got);
+                    }
+                }
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return false,
+                Some(Ok(_)) => {}
+            }
+        }
+        true
+    }
+
     /// Reads frames WITHOUT answering pings until the server closes the socket or `within`
     /// passes: a client that stopped reading, reading at last. Returns how many frames it
     /// held (of any kind) and, if the close frame came, its code.
