@@ -12,16 +12,17 @@
 # with reconnects (split only, last: it takes edge 1 down).
 #
 # Settings (environment): BENCH_DIR (target/bench), BENCH_SECS (fan-out run length, 5),
-# BENCH_ROOMS (the sweep's room counts, "10 40 80 160 240"), BENCH_IDLE (idle sockets, 15000),
-# BENCH_JOINS (join-storm size, 500), BENCH_RECONNECT (sockets on the drained edge,
-# 10000),
+# BENCH_ROOMS (the sweep's room counts, "10 20 40 80 100 160 240", so that 12,000 and
+# 60,000 deliveries/s are points of it), BENCH_IDLE (idle sockets, 15000), BENCH_JOINS
+# (join-storm size, 500), BENCH_RECONNECT (sockets on the drained edge, 10000),
 # BENCH_ROOM_STORE (the split deployment's rooms: memory, or mongo for the MongoDB-wire server).
+# Every point of the sweep, the idle run and the join storm start on fresh processes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 BENCH_DIR=${BENCH_DIR:-target/bench}
 SECS=${BENCH_SECS:-5}
-ROOMS=${BENCH_ROOMS:-10 40 80 160 240}
+ROOMS=${BENCH_ROOMS:-10 20 40 80 100 160 240}
 IDLE=${BENCH_IDLE:-15000}
 JOINS=${BENCH_JOINS:-500}
 RECONNECT=${BENCH_RECONNECT:-10000}
@@ -84,35 +85,44 @@ cargo build --release -p p2piano -p loadgen
         "$(ulimit -n)"
 } >> "$RESULTS"
 
-echo "== starting the reference server, p2piano all, and the split deployment"
-"$LG" reference-server --port "$REF_PORT" > "$BENCH_DIR/logs/reference.log" 2>&1 &
-REF_PID=$!
-started+=("$REF_PID")
-PORT=$ALL_PORT P2PIANO_COOKIE_SECURE=false "$BIN" all > "$BENCH_DIR/logs/all.log" 2>&1 &
-ALL_PID=$!
-started+=("$ALL_PID")
-tools/cluster/down.sh >/dev/null 2>&1 || true
-rm -rf "$CLUSTER_DIR/nats" "$CLUSTER_DIR/mongo"
-tools/cluster/up.sh > "$BENCH_DIR/logs/up.log"
-wait_url "http://127.0.0.1:$REF_PORT/health"
-wait_url "http://127.0.0.1:$ALL_PORT/health"
-E1=$(cat "$CLUSTER_DIR/pids/edge-1.pid")
-E2=$(cat "$CLUSTER_DIR/pids/edge-2.pid")
-NATS=$(cat "$CLUSTER_DIR/pids/nats.pid")
+# Starts the three targets as fresh processes (stopping those of an earlier start): each
+# measurement that compares CPU or memory gets processes with nothing left over from the one
+# before (15,000 sessions expiring after the idle run, for example, are work of their own).
+start_targets() {
+    for pid in "${started[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    started=()
+    "$LG" reference-server --port "$REF_PORT" >> "$BENCH_DIR/logs/reference.log" 2>&1 &
+    REF_PID=$!
+    started+=("$REF_PID")
+    PORT=$ALL_PORT P2PIANO_COOKIE_SECURE=false "$BIN" all >> "$BENCH_DIR/logs/all.log" 2>&1 &
+    ALL_PID=$!
+    started+=("$ALL_PID")
+    tools/cluster/down.sh >/dev/null 2>&1 || true
+    rm -rf "$CLUSTER_DIR/nats" "$CLUSTER_DIR/mongo"
+    tools/cluster/up.sh >> "$BENCH_DIR/logs/up.log"
+    wait_url "http://127.0.0.1:$REF_PORT/health"
+    wait_url "http://127.0.0.1:$ALL_PORT/health"
+    E1=$(cat "$CLUSTER_DIR/pids/edge-1.pid")
+    E2=$(cat "$CLUSTER_DIR/pids/edge-2.pid")
+    NATS=$(cat "$CLUSTER_DIR/pids/nats.pid")
+    # Memory is per edge process; CPU counts everything a delivery goes through (for the
+    # split deployment: both edges and nats-server).
+    PIDS[reference]=$REF_PID
+    PIDS[all]=$ALL_PID
+    PIDS[split]="$E1,$E2"
+    CPU_PIDS[reference]=$REF_PID
+    CPU_PIDS[all]=$ALL_PID
+    CPU_PIDS[split]="$E1,$E2,$NATS"
+}
 
 # target label -> loadgen options
 declare -A TARGET PIDS CPU_PIDS CONC
 TARGET[reference]="http://127.0.0.1:$REF_PORT"
 TARGET[all]="http://127.0.0.1:$ALL_PORT"
 TARGET[split]="http://127.0.0.1:$EDGE1_PORT,http://127.0.0.1:$EDGE2_PORT"
-# Memory is per edge process; CPU counts everything a delivery goes through (for the
-# split deployment: both edges and nats-server).
-PIDS[reference]=$REF_PID
-PIDS[all]=$ALL_PID
-PIDS[split]="$E1,$E2"
-CPU_PIDS[reference]=$REF_PID
-CPU_PIDS[all]=$ALL_PID
-CPU_PIDS[split]="$E1,$E2,$NATS"
 # Joins in flight during set-up (lower it for the split deployment with
 # BENCH_ROOM_STORE=mongo: the stand-in times out under a deep queue).
 CONC[reference]=128
@@ -125,6 +135,9 @@ run() {
     "$LG" "$@" --label "$label" --json "$RESULTS" --timeout 240 | sed 's/^/   /'
 }
 
+echo "== starting the reference server, p2piano all, and the split deployment"
+start_targets
+
 # Idle first, on fresh processes: memory freed by earlier runs stays in a process's RSS
 # and would be reused by these sockets, hiding their cost. The split deployment's sockets
 # are spread over both edges; the figure is their summed growth per socket.
@@ -136,6 +149,7 @@ done
 
 echo "== fan-out sweep: 4 players per room, 50 notes/s each, $SECS s per point"
 for rooms in $ROOMS; do
+    start_targets
     for t in reference all split; do
         run "$t" fanout --rooms "$rooms" --users 4 --rate 50 --duration "$SECS" \
             --targets "${TARGET[$t]}" --server-pid "${CPU_PIDS[$t]}" --concurrency "${CONC[$t]}"
@@ -143,6 +157,7 @@ for rooms in $ROOMS; do
 done
 
 echo "== join storm: $JOINS players at 50/s"
+start_targets
 for t in reference all split; do
     run "$t" join-storm --rate 50 --total "$JOINS" --per-room 4 \
         --targets "${TARGET[$t]}" --server-pid "${PIDS[$t]}"
