@@ -87,7 +87,7 @@ cargo build --release -p p2piano -p loadgen
 
 # Starts the three targets as fresh processes (stopping those of an earlier start): each
 # measurement that compares CPU or memory gets processes with nothing left over from the one
-# before (15,000 sessions expiring after the idle run, for example, are work of their own).
+# before (the leaves and sessions of the idle run's 15,000 sockets, for example).
 start_targets() {
     for pid in "${started[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
