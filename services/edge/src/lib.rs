@@ -35,3 +35,7 @@ pub use app::{AppError, Application};
 pub use edge::SocketSettings;
 pub use http::CookieSigner;
 pub use http::rooms::SettingsBody;
+/// The wire types the public validators take and return, for callers outside the
+/// workspace (the fuzz targets), so that they need no path of their own to the protocol
+/// crate.
+pub use p2piano_protocol as protocol;

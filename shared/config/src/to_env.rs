@@ -41,8 +41,8 @@ fn render(value: &Value, kind: Kind) -> String {
         Value::String(_, s) => s.clone(),
         Value::Char(_, c) => c.to_string(),
         Value::Bool(_, b) => b.to_string(),
-        Value::Num(_, n) => Some(*n)
-            .and_then(|n| n.to_u128())
+        Value::Num(_, n) => n
+            .to_u128()
             .map(|n| n.to_string())
             .or_else(|| n.to_i128().map(|n| n.to_string()))
             .or_else(|| n.to_f64().map(|n| n.to_string()))

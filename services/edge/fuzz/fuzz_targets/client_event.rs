@@ -8,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use p2piano_edge::events::{Action, MAX_TARGETS, client};
-use p2piano_protocol::UserId;
+use p2piano_edge::protocol::UserId;
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {

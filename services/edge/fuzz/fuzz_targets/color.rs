@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2piano_protocol::Color;
+use p2piano_edge::protocol::Color;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2piano_protocol::DisplayName;
-use p2piano_protocol::validate::DISPLAY_NAME_MAX;
+use p2piano_edge::protocol::DisplayName;
+use p2piano_edge::protocol::validate::DISPLAY_NAME_MAX;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2piano_protocol::{SessionId, UserId};
+use p2piano_edge::protocol::{SessionId, UserId};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2piano_protocol::RoomCode;
-use p2piano_protocol::validate::{ROOM_CODE_ALPHABET, ROOM_CODE_LEN};
+use p2piano_edge::protocol::RoomCode;
+use p2piano_edge::protocol::validate::{ROOM_CODE_ALPHABET, ROOM_CODE_LEN};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -7,8 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use p2piano_edge::SettingsBody;
-use p2piano_protocol::validate::{MAX_PARTICIPANTS_LIMIT, ROOM_NAME_MAX};
-use p2piano_protocol::{RoomSettings, SettingsPatch};
+use p2piano_edge::protocol::validate::{MAX_PARTICIPANTS_LIMIT, ROOM_NAME_MAX};
+use p2piano_edge::protocol::{RoomSettings, SettingsPatch};
 
 fn check(patch: &SettingsPatch) {
     let base = RoomSettings::default();

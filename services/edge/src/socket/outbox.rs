@@ -8,10 +8,10 @@
 //! already being closed.
 //!
 //! The queue is a `VecDeque` behind a mutex, with a waker for the writer and a [`Notify`]
-//! for senders waiting for room, not a channel: an idle
-//! socket holds no buffer at all (a channel allocates its first block of slots up front, 1.3
-//! KiB per socket), and a buffer grown by a burst is given back once the writer has
-//! emptied it.
+//! for senders waiting for room, not a channel: an idle socket holds no buffer at all (a
+//! channel allocates its first block of slots up front, 1.3 KiB per socket), and a buffer
+//! grown by a burst is given back once the writer has emptied it. A close is a flag that
+//! wakes all of them, and the socket's reader (a waker of its own).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,7 +25,6 @@ use futures::SinkExt;
 use futures::stream::SplitSink;
 use futures::task::AtomicWaker;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::sio;
 
@@ -65,7 +64,8 @@ struct OutboxState {
     capacity: usize,
     /// Wakes the writer (the one reader of the queue) when a frame is queued.
     queued: AtomicWaker,
-    /// Wakes senders waiting for room when the writer takes frames from a full queue.
+    /// Wakes senders waiting for room when the writer takes frames from a full queue, and
+    /// when the socket closes.
     room: Notify,
     dropped: AtomicU64,
     /// Milliseconds since `epoch` when the queue was first found full (0 = not full).
@@ -75,8 +75,6 @@ struct OutboxState {
     close: Mutex<Option<Close>>,
     /// Wakes the socket's reader when a close is asked for ([`Outbox::closed`]).
     reader: AtomicWaker,
-    /// Cancelled on close, for senders waiting for room (a rare path).
-    kill: CancellationToken,
 }
 
 /// Outcome of offering a relayed frame.
@@ -133,21 +131,19 @@ impl Outbox {
     /// false when the socket is closing.
     pub async fn send(&self, mut frame: Frame) -> bool {
         loop {
-            if self.is_closing() {
-                return false;
-            }
-            // Registered before the attempt, so that room made after it is not missed.
+            // Registered before the close is looked at and the push tried, so that neither
+            // a close nor room made after them is missed.
             let room = self.state.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
+            if self.is_closing() {
+                return false;
+            }
             match self.state.push(frame) {
                 Ok(()) => return true,
                 Err(back) => frame = back,
             }
-            tokio::select! {
-                _ = room => {}
-                _ = self.state.kill.cancelled() => return false,
-            }
+            room.await;
         }
     }
 
@@ -192,9 +188,9 @@ impl Outbox {
             return;
         }
         *self.state.close.lock().unwrap_or_else(|e| e.into_inner()) = Some(close);
-        self.state.kill.cancel();
         self.state.queued.wake();
         self.state.reader.wake();
+        self.state.room.notify_waiters();
     }
 
     /// Whether a close was requested.
@@ -265,7 +261,6 @@ pub fn outbox(capacity: usize) -> Outbox {
         closing: AtomicBool::new(false),
         close: Mutex::new(None),
         reader: AtomicWaker::new(),
-        kill: CancellationToken::new(),
     });
     Outbox { state }
 }

@@ -17,7 +17,7 @@ mod cases {
     use super::*;
 
     pub async fn health_and_metrics(c: Cluster) {
-        for (i, &port) in c.edges.iter().enumerate() {
+        for (i, port) in c.edge_ports().into_iter().enumerate() {
             let r = call(port, "GET", "/health", &[], "").await;
             assert_eq!(r.status, 200, "{}", r.body);
             absent(&r, "set-cookie");

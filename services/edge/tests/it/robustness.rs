@@ -66,6 +66,34 @@ mod cases {
         assert_eq!(quiet.expect("USER_CONNECT").await["userId"], late_id);
     }
 
+    /// A socket that leaves its namespace has the connect deadline again, though it keeps
+    /// answering pings and its silence deadline is far off.
+    pub async fn leaving_the_namespace_starts_the_connect_deadline_again(mode: Mode) {
+        let settings = SocketSettings {
+            ping_interval: Duration::from_millis(150),
+            ping_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_millis(400),
+            ..SocketSettings::default()
+        };
+        let c = Cluster::start_with(mode, settings).await;
+        let (_, code) = c.session_with_room(0).await;
+        let (mut left, _) = member(&c, 0, &code).await;
+        // Connected past the first connect deadline, so that the socket's timer is then
+        // set to the silence deadline.
+        assert!(left.answer_pings(4).await, "connected sockets stay");
+        left.send_raw("41/api,").await;
+        // A deadline, not a pause: the connect deadline (400 ms) closes the socket long
+        // before its silence deadline (5.15 s) would.
+        let answered = tokio::time::timeout(Duration::from_secs(3), left.answer_pings(usize::MAX))
+            .await
+            .expect("closed at the connect deadline, not at the silence deadline");
+        assert!(!answered, "the socket closed before its pings ran out");
+        assert_eq!(
+            support::metric(c.admin(0), "p2piano_edge_connect_timeouts_total").await,
+            1.0
+        );
+    }
+
     pub async fn protocol_violations_close_only_the_offending_socket(mode: Mode) {
         let c = Cluster::start(mode).await;
         let (_, code) = c.session_with_room(0).await;

@@ -20,6 +20,7 @@ async function http(base, method, path, cookie, body) {
 /** Resolves with the first `event` the socket receives; rejects after WAIT_MS. */
 function once(socket, event) {
   return new Promise((resolve, reject) => {
+    // A deadline, not a pause: the wait ends as soon as the event comes.
     const timer = setTimeout(() => reject(new Error(`no ${event} within ${WAIT_MS} ms`)), WAIT_MS);
     socket.once(event, (...args) => {
       clearTimeout(timer);

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use futures::TryFutureExt;
 use p2piano_bus::Bus;
 use p2piano_config::{Config, Role, RoomStore as StoreKind};
 use p2piano_edge::SocketSettings;
@@ -72,26 +73,35 @@ pub struct Running {
 pub struct Cluster {
     plan: Plan,
     options: Options,
-    /// The in-process bus every service shares, when the plan has no NATS.
-    shared_bus: Option<Bus>,
-    /// The memory buckets presence replicas share, when the plan has no NATS.
-    shared_buckets: Option<Buckets>,
+    wiring: Wiring,
     services: Vec<Running>,
+}
+
+/// How the services of a cluster reach each other.
+enum Wiring {
+    /// One in-process bus for every service, and memory buckets shared by the presence
+    /// replicas (a plan without NATS).
+    InProcess { bus: Bus, buckets: Buckets },
+    /// A NATS connection of its own for each service, and JetStream buckets.
+    Nats { url: String },
 }
 
 impl Plan {
     /// Builds every service of the plan (rooms first, edges last) and starts each as a task;
     /// returns once all are built, which for each means subscribed and listening.
     pub async fn start(self, options: Options) -> Result<Cluster, ClusterError> {
-        let nats = self.config.nats_url.is_some();
-        let mut cluster = Cluster {
-            shared_bus: (!nats).then(|| options.bus.clone().unwrap_or_else(Bus::in_process)),
-            shared_buckets: (!nats).then(|| {
-                options
+        let wiring = match &self.config.nats_url {
+            Some(url) => Wiring::Nats { url: url.clone() },
+            None => Wiring::InProcess {
+                bus: options.bus.clone().unwrap_or_else(Bus::in_process),
+                buckets: options
                     .buckets
                     .clone()
-                    .unwrap_or_else(|| p2piano_presence::app::memory_buckets(&self.config))
-            }),
+                    .unwrap_or_else(|| p2piano_presence::app::memory_buckets(&self.config)),
+            },
+        };
+        let mut cluster = Cluster {
+            wiring,
             plan: self,
             options,
             services: Vec::new(),
@@ -196,10 +206,9 @@ impl Cluster {
 
     /// The bus of a new service: its own NATS connection, or the shared in-process bus.
     async fn bus(&self, name: &str) -> Result<Bus, ClusterError> {
-        match (&self.plan.config.nats_url, &self.shared_bus) {
-            (_, Some(bus)) => Ok(bus.clone()),
-            (Some(url), None) => Ok(Bus::connect_nats(url, &format!("p2piano-{name}")).await?),
-            (None, None) => unreachable!("a plan without NATS has a shared bus"),
+        match &self.wiring {
+            Wiring::InProcess { bus, .. } => Ok(bus.clone()),
+            Wiring::Nats { url } => Ok(Bus::connect_nats(url, &format!("p2piano-{name}")).await?),
         }
     }
 
@@ -221,13 +230,15 @@ impl Cluster {
                 (
                     0,
                     admin,
-                    spawn(async move { Ok(app.run_until_stopped(token).await?) }),
+                    tokio::spawn(app.run_until_stopped(token).err_into::<ClusterError>()),
                 )
             }
             Role::Presence => {
-                let buckets = match &self.shared_buckets {
-                    Some(b) => b.clone(),
-                    None => p2piano_presence::app::jetstream_buckets(&bus, &config).await?,
+                let buckets = match &self.wiring {
+                    Wiring::InProcess { buckets, .. } => buckets.clone(),
+                    Wiring::Nats { .. } => {
+                        p2piano_presence::app::jetstream_buckets(&bus, &config).await?
+                    }
                 };
                 let app = p2piano_presence::Application::build_beside(
                     &config,
@@ -241,7 +252,7 @@ impl Cluster {
                 (
                     0,
                     admin,
-                    spawn(async move { Ok(app.run_until_stopped(token).await?) }),
+                    tokio::spawn(app.run_until_stopped(token).err_into::<ClusterError>()),
                 )
             }
             Role::Edge | Role::All => {
@@ -257,7 +268,7 @@ impl Cluster {
                 (
                     port,
                     admin,
-                    spawn(async move { Ok(app.run_until_stopped(token).await?) }),
+                    tokio::spawn(app.run_until_stopped(token).err_into::<ClusterError>()),
                 )
             }
         };
@@ -294,12 +305,6 @@ impl Drop for Cluster {
             service.stop.cancel();
         }
     }
-}
-
-fn spawn(
-    run: impl Future<Output = Result<(), ClusterError>> + Send + 'static,
-) -> JoinHandle<Result<(), ClusterError>> {
-    tokio::spawn(run)
 }
 
 /// The rooms store the configuration names: MongoDB when it gives a URI (and does not ask

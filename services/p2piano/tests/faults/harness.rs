@@ -332,13 +332,14 @@ impl Deployment {
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect();
             vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-            let role = service.role.to_string();
-            let name = match service.role {
-                p2piano_config::Role::Presence => "presence".to_owned(),
-                _ => service.name,
-            };
-            let log = dir.path().join(format!("{name}.log"));
-            Proc::new(&name, vec![bin(), role], port, vars, log)
+            let log = dir.path().join(format!("{}.log", service.name));
+            Proc::new(
+                &service.name,
+                vec![bin(), service.role.to_string()],
+                port,
+                vars,
+                log,
+            )
         };
         let rooms = process(plan.rooms(), ports[0], ports[0]);
         let presence = process(plan.presence_replica(1), ports[1], ports[1]);

@@ -199,7 +199,7 @@ mod cases {
             let h = &h;
             async move {
                 h.metric(
-                    &h.presence_admin,
+                    &h.presence_admin(),
                     &format!("p2piano_presence_kv_ops_total{{bucket=\"{bucket}\""),
                 )
                 .await
@@ -236,7 +236,7 @@ mod cases {
 /// Waits until the presence metric `series` reaches `at_least`.
 async fn metric_at_least(h: &Harness, series: &str, at_least: f64) {
     let deadline = Instant::now() + support::WAIT;
-    while h.metric(&h.presence_admin, series).await < at_least {
+    while h.metric(&h.presence_admin(), series).await < at_least {
         assert!(
             Instant::now() < deadline,
             "{series} never reached {at_least}"

@@ -91,11 +91,11 @@ async fn two_replicas_leave_exactly_once(mode: Mode) {
         "one rooms leave per departure, none twice"
     );
     let announced = h
-        .metric(&h.presence_admin, "p2piano_presence_leaves_total")
+        .metric(&h.presence_admin(), "p2piano_presence_leaves_total")
         .await;
     assert_eq!(announced, 4.0);
-    for admin in h.presence_admin.iter().chain([&h.rooms_admin]) {
-        let (_, body) = support::http_get(*admin, "/metrics").await;
+    for admin in h.presence_admin().into_iter().chain([h.rooms_admin()]) {
+        let (_, body) = support::http_get(admin, "/metrics").await;
         assert!(
             body.contains("p2piano_bus_dropped_messages_total 0"),
             "every service exports the bus's drops: {body}"
@@ -205,7 +205,7 @@ async fn nats_restart_keeps_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_surface_reports_health_and_metrics() {
     let h = Harness::start(Mode::Nats).await;
-    let port = h.presence_admin[0];
+    let port = h.presence_admin()[0];
     assert_eq!(support::http_get(port, "/health/live").await.0, 200);
     assert_eq!(support::http_get(port, "/health/ready").await.0, 200);
     let _ = h.session().await;

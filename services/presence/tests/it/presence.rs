@@ -342,7 +342,7 @@ mod cases {
         h.connect_and_join(&a, "edge-doomed", "c1", &room).await;
         h.connect_and_join(&b, "edge-doomed", "c2", &room).await;
         // Heard alive by presence before it dies.
-        let presence_admin = h.presence_admin.clone();
+        let presence_admin = h.presence_admin();
         let deadline = Instant::now() + support::WAIT;
         while h
             .metric(&presence_admin, "p2piano_presence_edges_alive")

@@ -452,44 +452,45 @@ fn secrets_are_not_in_the_debug_output() {
 fn to_env_loads_back_as_the_same_configuration() {
     in_jail(|jail| {
         jail.clear_env();
-        let figment = Config::figment()
-            .merge(("node_env", "test"))
-            .merge(("port", 4123))
-            .merge((
-                "cors_origin",
-                vec!["https://a.example", "https://b.example"],
-            ))
-            .merge(("cookie_secret", "a-cookie-secret-of-32-characters-or-more"))
-            .merge(("cookie_secure", false))
-            .merge(("mongo_uri", "mongodb://127.0.0.1:27018"))
-            .merge(("mongo_username", "player"))
-            .merge(("mongo_password", "a password, with a comma"))
-            .merge(("mongo_db", "elsewhere"))
-            .merge(("mongo_timeout_ms", 1234))
-            .merge(("room_store", "memory"))
-            .merge(("nats_url", "nats://127.0.0.1:4333"))
-            .merge(("subject_prefix", "planned"))
-            .merge(("admin_addr", "127.0.0.1:9123"))
-            .merge(("edge_id", "edge-7"))
-            .merge(("request_timeout_ms", 2345))
-            .merge(("room_idle_secs", 77))
-            .merge(("session_ttl_secs", 88))
-            .merge(("ip_connect_rate", 3))
-            .merge(("ip_connect_burst", 4))
-            .merge(("max_connections", 555))
-            .merge(("max_connections_per_ip", 66))
-            .merge(("trusted_proxies", vec!["10.0.0.0/8", "127.0.0.1"]))
-            .merge(("body_timeout_ms", 3456))
-            .merge(("connect_timeout_ms", 4567))
-            .merge(("leave_grace_ms", 678))
-            .merge(("heartbeat_ms", 123))
-            .merge(("edge_timeout_ms", 789))
-            .merge(("drain_timeout_ms", 890))
-            .merge(("kv_replicas", 3))
-            .merge(("log_format", "json"))
-            .merge(("log_level", "debug,p2piano=trace"))
-            .merge(("otel_exporter_otlp_endpoint", "http://127.0.0.1:4317"))
-            .merge(("service_name", "planned-service"));
+        use figment::providers::{Format, Toml};
+        let figment = Config::figment().merge(Toml::string(
+            r#"
+            node_env = "test"
+            port = 4123
+            cors_origin = ["https://a.example", "https://b.example"]
+            cookie_secret = "a-cookie-secret-of-32-characters-or-more"
+            cookie_secure = false
+            mongo_uri = "mongodb://127.0.0.1:27018"
+            mongo_username = "player"
+            mongo_password = "a password, with a comma"
+            mongo_db = "elsewhere"
+            mongo_timeout_ms = 1234
+            room_store = "memory"
+            nats_url = "nats://127.0.0.1:4333"
+            subject_prefix = "planned"
+            admin_addr = "127.0.0.1:9123"
+            edge_id = "edge-7"
+            request_timeout_ms = 2345
+            room_idle_secs = 77
+            session_ttl_secs = 88
+            ip_connect_rate = 3
+            ip_connect_burst = 4
+            max_connections = 555
+            max_connections_per_ip = 66
+            trusted_proxies = ["10.0.0.0/8", "127.0.0.1"]
+            body_timeout_ms = 3456
+            connect_timeout_ms = 4567
+            leave_grace_ms = 678
+            heartbeat_ms = 123
+            edge_timeout_ms = 789
+            drain_timeout_ms = 890
+            kv_replicas = 3
+            log_format = "json"
+            log_level = "debug,p2piano=trace"
+            otel_exporter_otlp_endpoint = "http://127.0.0.1:4317"
+            service_name = "planned-service"
+            "#,
+        ));
         let planned = Config::from_figment(figment).expect("planned configuration");
         let defaults = serde_json::to_value(expect_load(jail)).unwrap();
         let planned_json = serde_json::to_value(&planned).unwrap();

@@ -30,10 +30,6 @@ pub struct Cluster {
     pub mode: Mode,
     pub name: String,
     pub config: Config,
-    /// Ports of the edges (two in NATS mode, one in process).
-    pub edges: Vec<u16>,
-    /// Their admin ports (health and `/metrics`).
-    pub admins: Vec<u16>,
     running: p2piano::cluster::Cluster,
 }
 
@@ -121,20 +117,32 @@ impl Cluster {
             mode,
             name,
             config,
-            edges: running.edges().map(|e| e.port).collect(),
-            admins: running.edges().map(|e| e.admin_port).collect(),
             running,
         }
     }
 
+    /// The ports of the edges (two in NATS mode, one in process).
+    pub fn edge_ports(&self) -> Vec<u16> {
+        self.running.edges().map(|e| e.port).collect()
+    }
+
+    /// Edge `i` (the second edge is the first in process mode).
+    fn running_edge(&self, i: usize) -> &p2piano::cluster::Running {
+        let last = self.running.edges().count() - 1;
+        self.running
+            .edges()
+            .nth(i.min(last))
+            .expect("the plan has edges")
+    }
+
     /// The port of edge `i` (the second edge is the first in process mode).
     pub fn edge(&self, i: usize) -> u16 {
-        self.edges[i.min(self.edges.len() - 1)]
+        self.running_edge(i).port
     }
 
     /// The admin port of edge `i`, where its `/metrics` is.
     pub fn admin(&self, i: usize) -> u16 {
-        self.admins[i.min(self.admins.len() - 1)]
+        self.running_edge(i).admin_port
     }
 
     /// Drains edge `i` and waits for it to stop.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use p2piano_bus::{Bus, Headers, Subscription};
 use p2piano_clock::Clock;
-use p2piano_config::Config;
+use p2piano_config::{Config, Role};
 use p2piano_edge::presence_link::EdgeLink;
 use p2piano_presence::app::{jetstream_buckets, memory_buckets};
 use p2piano_presence::{Application, Buckets};
@@ -59,8 +59,6 @@ pub struct Harness {
     /// The presence buckets, opened on the client's connection (for NATS) or shared with
     /// the replicas (in process), for tests that look at the records.
     pub buckets: Buckets,
-    pub rooms_admin: u16,
-    pub presence_admin: Vec<u16>,
     /// Rooms and the presence replicas, built by the cluster builder (no edges: the tests
     /// play the edges themselves).
     pub cluster: p2piano::cluster::Cluster,
@@ -99,32 +97,34 @@ impl Harness {
             .start(options)
             .await
             .expect("rooms and presence start");
-        let mut h = Self {
+        Self {
             mode,
             subjects: Subjects::new(&name).unwrap(),
             name,
             config,
             bus,
             buckets,
-            rooms_admin: 0,
-            presence_admin: Vec::new(),
             cluster,
-        };
-        h.ports();
-        h
+        }
     }
 
-    fn ports(&mut self) {
-        let services = self.cluster.services();
-        self.rooms_admin = services
+    /// The admin port of the rooms service (health and `/metrics`).
+    pub fn rooms_admin(&self) -> u16 {
+        self.admin_ports(Role::Rooms)[0]
+    }
+
+    /// The admin ports of the presence replicas, in the order they started.
+    pub fn presence_admin(&self) -> Vec<u16> {
+        self.admin_ports(Role::Presence)
+    }
+
+    fn admin_ports(&self, role: Role) -> Vec<u16> {
+        self.cluster
+            .services()
             .iter()
-            .find(|s| s.name == "rooms")
-            .map_or(0, |s| s.admin_port);
-        self.presence_admin = services
-            .iter()
-            .filter(|s| s.name.starts_with("presence"))
+            .filter(|s| s.role == role)
             .map(|s| s.admin_port)
-            .collect();
+            .collect()
     }
 
     /// Starts one more presence replica (own connection for NATS, same buckets).
@@ -133,7 +133,6 @@ impl Harness {
             .add_presence()
             .await
             .expect("presence replica starts");
-        self.ports();
     }
 
     /// Stops presence replica `i` (from 0) and waits until it has stopped.
@@ -287,7 +286,7 @@ impl Harness {
     /// Rooms `leave` requests that succeeded, as the rooms service counted them.
     pub async fn rooms_leaves(&self) -> f64 {
         self.metric(
-            &[self.rooms_admin],
+            &[self.rooms_admin()],
             r#"p2piano_rooms_requests_total{op="leave",outcome="ok"}"#,
         )
         .await
