@@ -283,10 +283,22 @@ fn parse_json(text: &str) -> Result<Value, FrameError> {
 
 /// Whether brackets and braces outside strings nest deeper than `max`.
 ///
-/// One pass over the bytes, no allocation: tracks whether it is inside a string (and after
-/// a backslash there) so that brackets in strings do not count. It does not validate; for
-/// malformed JSON its answer only decides which error is reported.
+/// The depth can never exceed the number of `[` and `{` bytes, and an event carries a
+/// handful of them, so they are counted first: a count the compiler turns into vector
+/// instructions, where the scan below goes byte by byte (it was 2 % of `p2piano all`'s CPU
+/// at 60,000 deliveries/s). Only data with more openers than `max` is scanned.
+///
+/// The scan is one pass over the bytes, no allocation: it tracks whether it is inside a
+/// string (and after a backslash there) so that brackets in strings do not count. It does
+/// not validate; for malformed JSON its answer only decides which error is reported.
 pub(crate) fn nesting_exceeds(bytes: &[u8], max: usize) -> bool {
+    let openers: usize = bytes
+        .iter()
+        .map(|&b| usize::from(b == b'[' || b == b'{'))
+        .sum();
+    if openers <= max {
+        return false;
+    }
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;

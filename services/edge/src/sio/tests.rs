@@ -387,6 +387,11 @@ fn nesting_depth() {
     );
     let (event, _) = frame(&in_string).unwrap().into_event().unwrap();
     assert_eq!(event.args.len(), 2);
+    // Many openers side by side are not depth: more than the limit of them, never nested
+    // more than two deep, pass the scan that the count sends them to.
+    let siblings = format!("42[\"e\",[{}]]", vec!["{}"; MAX_DEPTH * 4].join(","));
+    let (event, _) = frame(&siblings).unwrap().into_event().unwrap();
+    assert_eq!(event.args[0].as_array().map(Vec::len), Some(MAX_DEPTH * 4));
     let mut deep = Value::Null;
     for _ in 0..MAX_DEPTH + 1 {
         deep = json!([deep]);
