@@ -285,8 +285,9 @@ fn parse_json(text: &str) -> Result<Value, FrameError> {
 ///
 /// The depth can never exceed the number of `[` and `{` bytes, and an event carries a
 /// handful of them, so they are counted first: a count the compiler turns into vector
-/// instructions, where the scan below goes byte by byte (it was 1.6–2 % of `p2piano all`'s CPU
-/// at 60,000 deliveries/s). Only data with more openers than `max` is scanned.
+/// instructions, where the scan below goes byte by byte. At 60,000 deliveries/s the count
+/// took `parse_socketio`'s own share of `p2piano all`'s CPU (the scan is inlined there) from
+/// 1.64 % to 0.80 %. Only data with more openers than `max` is scanned.
 ///
 /// The scan is one pass over the bytes, no allocation: it tracks whether it is inside a
 /// string (and after a backslash there) so that brackets in strings do not count. It does
