@@ -28,6 +28,7 @@ use crate::security::Kind as SecurityKind;
 use crate::sio::{self, BinaryAssembly, EioPacket, SioKind, SioPacket};
 use crate::socket::budgets::SessionBudget;
 use crate::socket::outbox::{self, Close, Frame, Outbox};
+use crate::socket::writer;
 
 /// What the HTTP handshake carried.
 #[derive(Debug)]
@@ -111,11 +112,7 @@ pub async fn run(edge: Arc<Edge>, socket: WebSocket, handshake: Handshake) {
         },
     );
     let settings = edge.settings.clone();
-    let writer = tokio::spawn(outbox::run_writer(
-        sink,
-        outbox.clone(),
-        settings.ping_interval,
-    ));
+    let writer = tokio::spawn(writer::run(sink, outbox.clone(), settings.ping_interval));
     let open = sio::encode_open(
         &sid,
         settings.ping_interval.as_millis() as u64,

@@ -1,11 +1,21 @@
-//! A socket's outbound side: a bounded queue drained by one writer task, which also owns
+//! A socket's outbound side: a bounded queue and the WebSocket's sending half, written in
+//! order by whoever holds it. A frame offered to a socket whose queue is empty and whose
+//! connection takes the bytes at once is written by the sender's own task, there and then;
+//! otherwise it is queued for the socket's writer task ([`super::writer`]), which also owns
 //! the Engine.IO ping timer so that heartbeats never wait behind data.
 //!
+//! Writing in the sender's task saves a delivery the writer's wake-up (a scheduling, a
+//! poll of its ping timer, a lock of the queue on each side), which was the largest part
+//! of a delivery's cost that was neither the system call nor the event's own work. Order
+//! holds because every write, the writer's and a sender's, happens under the sending
+//! half's lock, and a sender writes only when the queue is empty and no earlier write is
+//! still waiting to be flushed: a frame queued before is always written before.
+//!
 //! Slow consumers (docs/architecture.md): relayed events are offered without waiting; when
-//! the queue is full they are dropped and counted, and a socket whose queue stays full past
-//! [`SLOW_CONSUMER_GRACE`] is closed at the transport (the client reconnects). Direct
-//! replies (acks, join results) use the same queue; they only fail when the socket is
-//! already being closed.
+//! the socket does not take them they are queued, when the queue is full they are dropped
+//! and counted, and a socket whose queue stays full past [`SLOW_CONSUMER_GRACE`] is closed
+//! at the transport (the client reconnects). Direct replies (acks, join results) use the
+//! same path; they only fail when the socket is already being closed.
 //!
 //! The queue is a `VecDeque` behind a mutex, with a waker for the writer and a [`Notify`]
 //! for senders waiting for room, not a channel: an idle socket holds no buffer at all (a
@@ -15,23 +25,28 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Poll;
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures::SinkExt;
 use futures::stream::SplitSink;
 use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 
-use crate::sio;
+/// The sending half of a socket's WebSocket.
+pub type Sink = SplitSink<WebSocket, Message>;
 
 /// Outbound queue length per socket (the default of [`crate::edge::SocketSettings`]).
 pub const OUTBOX_CAPACITY: usize = 1024;
 /// How long a socket's queue may stay full before the socket is closed.
 pub const SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(5);
+/// Most queued frames the writer puts into the WebSocket's buffer before one flush: enough
+/// to turn a burst into one system call, few enough that a ping waits behind at most this
+/// many frames.
+pub const WRITE_BATCH: usize = 64;
 
 /// One outgoing WebSocket frame. Text frames are shared across recipients (encoded once).
 #[derive(Clone, Debug)]
@@ -62,7 +77,7 @@ pub struct Outbox {
 struct OutboxState {
     queue: Mutex<VecDeque<Frame>>,
     capacity: usize,
-    /// Wakes the writer (the one reader of the queue) when a frame is queued.
+    /// Wakes the writer when it has work: a frame queued, a write left unflushed, a close.
     queued: AtomicWaker,
     /// Wakes senders waiting for room when the writer takes frames from a full queue, and
     /// when the socket closes.
@@ -75,12 +90,32 @@ struct OutboxState {
     close: Mutex<Option<Close>>,
     /// Wakes the socket's reader when a close is asked for ([`Outbox::closed`]).
     reader: AtomicWaker,
+    /// The WebSocket's sending half while the writer runs (`None` before it starts and
+    /// after it has closed the socket). Every write happens under this lock.
+    sink: Mutex<Option<Sink>>,
+    /// Set while bytes may be waiting in the sending half's buffers: a write that could not
+    /// finish at once. Only the writer clears it, after a flush has gone through; while it
+    /// is set, senders queue rather than write, so that a socket that does not take its
+    /// bytes fills its queue (and meets the slow-consumer policy) instead of a buffer.
+    unflushed: AtomicBool,
+}
+
+/// Who writes a frame offered to a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// The sender, at once, when nothing is ahead of the frame: one event reaching its
+    /// sockets (a player's relay delivered by the player's own task).
+    Now,
+    /// The socket's writer task: a burst of events handed over together (the messages of
+    /// one read from the bus), which the writer gathers into one system call per socket
+    /// where the sender would make one per frame.
+    Queued,
 }
 
 /// Outcome of offering a relayed frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Offer {
-    /// Queued.
+    /// Written to the socket or queued.
     Queued,
     /// Dropped: the queue is full (counted).
     Dropped,
@@ -93,16 +128,75 @@ impl OutboxState {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends `frame` unless the queue is full (then hands it back).
-    fn push(&self, frame: Frame) -> Result<(), Frame> {
+    fn sink(&self) -> MutexGuard<'_, Option<Sink>> {
+        self.sink.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Writes `frame` now, or appends it to the queue unless the queue is full (then hands
+    /// it back) and `bounded`.
+    fn push(&self, frame: Frame, write: Write, bounded: bool) -> Result<(), Frame> {
+        let frame = match write {
+            Write::Now => match self.write_now(frame) {
+                Ok(()) => return Ok(()),
+                Err(frame) => frame,
+            },
+            Write::Queued => frame,
+        };
         {
             let mut queue = self.queue();
-            if queue.len() >= self.capacity {
+            if bounded && queue.len() >= self.capacity {
                 return Err(frame);
             }
             queue.push_back(frame);
         }
         self.queued.wake();
+        Ok(())
+    }
+
+    /// Writes `frame` to the WebSocket from the caller's task if nothing is ahead of it
+    /// and the connection takes it without waiting; hands it back to be queued otherwise
+    /// (the writer holds the sending half, or is not running yet, or frames are queued or
+    /// unflushed, or the socket is closing, or the connection is not ready).
+    ///
+    /// The calls are made with a waker that does nothing: whatever could not finish is
+    /// left to the writer, woken here, which polls again with its own.
+    fn write_now(&self, frame: Frame) -> Result<(), Frame> {
+        let mut slot = match self.sink.try_lock() {
+            Ok(slot) => slot,
+            Err(TryLockError::WouldBlock | TryLockError::Poisoned(_)) => return Err(frame),
+        };
+        let Some(sink) = slot.as_mut() else {
+            return Err(frame);
+        };
+        if self.unflushed.load(Ordering::Acquire) || self.is_closing() || !self.queue().is_empty() {
+            return Err(frame);
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        if !matches!(sink.poll_ready_unpin(&mut cx), Poll::Ready(Ok(()))) {
+            return Err(frame);
+        }
+        let flushed = match sink.start_send_unpin(to_message(frame)) {
+            Ok(()) => sink.poll_flush_unpin(&mut cx),
+            Err(e) => Poll::Ready(Err(e)),
+        };
+        if flushed.is_pending() {
+            // Set before the lock is let go, so that no sender writes behind bytes the
+            // writer has not been told about.
+            self.unflushed.store(true, Ordering::Release);
+        }
+        drop(slot);
+        match flushed {
+            Poll::Ready(Ok(())) => {}
+            Poll::Pending => self.queued.wake(),
+            Poll::Ready(Err(_)) => self.close(Close {
+                code: 1006,
+                reason: "write failed",
+            }),
+        }
         Ok(())
     }
 
@@ -124,10 +218,20 @@ impl OutboxState {
         }
         frame
     }
+
+    fn close(&self, close: Close) {
+        if self.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        *self.close.lock().unwrap_or_else(|e| e.into_inner()) = Some(close);
+        self.queued.wake();
+        self.reader.wake();
+        self.room.notify_waiters();
+    }
 }
 
 impl Outbox {
-    /// Queues a frame that must not be lost (acks, join results); waits for room if needed,
+    /// Sends a frame that must not be lost (acks, join results); waits for room if needed,
     /// false when the socket is closing.
     pub async fn send(&self, mut frame: Frame) -> bool {
         loop {
@@ -139,7 +243,7 @@ impl Outbox {
             if self.is_closing() {
                 return false;
             }
-            match self.state.push(frame) {
+            match self.state.push(frame, Write::Now, true) {
                 Ok(()) => return true,
                 Err(back) => frame = back,
             }
@@ -147,12 +251,26 @@ impl Outbox {
         }
     }
 
-    /// Offers a relayed frame without waiting (the slow-consumer policy).
-    pub fn offer(&self, frame: Frame) -> Offer {
+    /// Sends a frame that must not be lost, without waiting: if the queue is full it goes
+    /// in one past the capacity. For a frame that must be in the socket's order before
+    /// anything another task may offer next, sent under the lock that orders those offers
+    /// (the welcome of a join, under the room's lock, ahead of the room's first relay);
+    /// false when the socket is closing.
+    pub fn send_now(&self, frame: Frame) -> bool {
+        if self.is_closing() {
+            return false;
+        }
+        let _ = self.state.push(frame, Write::Now, false);
+        true
+    }
+
+    /// Offers a relayed frame without waiting (the slow-consumer policy), to be written as
+    /// `write` says.
+    pub fn offer(&self, frame: Frame, write: Write) -> Offer {
         if self.is_closing() {
             return Offer::Closed;
         }
-        if self.state.push(frame).is_ok() {
+        if self.state.push(frame, write, true).is_ok() {
             self.state.full_since_ms.store(0, Ordering::Relaxed);
             return Offer::Queued;
         }
@@ -176,6 +294,20 @@ impl Outbox {
         Offer::Dropped
     }
 
+    /// The texts of the queued frames, oldest first, without taking them (tests of the
+    /// senders' order).
+    #[cfg(test)]
+    pub(crate) fn queued_texts(&self) -> Vec<String> {
+        self.state
+            .queue()
+            .iter()
+            .map(|f| match f {
+                Frame::Text(t) => t.as_str().to_owned(),
+                Frame::Binary(b) => format!("<{} bytes>", b.len()),
+            })
+            .collect()
+    }
+
     /// Frames dropped so far because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.state.dropped.load(Ordering::Relaxed)
@@ -184,18 +316,12 @@ impl Outbox {
     /// Asks the writer to send what is queued, then close the WebSocket with `close`
     /// (the first request wins). The reader sees the socket end.
     pub fn close(&self, close: Close) {
-        if self.state.closing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        *self.state.close.lock().unwrap_or_else(|e| e.into_inner()) = Some(close);
-        self.state.queued.wake();
-        self.state.reader.wake();
-        self.state.room.notify_waiters();
+        self.state.close(close);
     }
 
     /// Whether a close was requested.
     pub fn is_closing(&self) -> bool {
-        self.state.closing.load(Ordering::Acquire)
+        self.state.is_closing()
     }
 
     /// Resolves once a close was asked for. For the socket's one reader: its waker is the
@@ -217,38 +343,123 @@ impl Outbox {
         })
     }
 
-    /// The next queued frame, waiting for one, or `None` once a close was asked for (the
-    /// writer's side; there is one writer). The close is looked at first, so that the
-    /// writer stops taking frames at once, then flushes what is left within its deadline.
-    async fn next(&self) -> Option<Frame> {
+    /// Hands the WebSocket's sending half to the outbox (the writer, as it starts): from
+    /// then on senders may write to it.
+    pub(super) fn attach(&self, sink: Sink) {
+        *self.state.sink() = Some(sink);
+    }
+
+    /// Takes the sending half back (the writer, as it ends), so that the connection is
+    /// released when the writer is done with it, not when the last room lets go of the
+    /// outbox.
+    pub(super) fn detach(&self) -> Option<Sink> {
+        self.state.sink().take()
+    }
+
+    /// Resolves with `true` once the writer has work (a queued frame, or a write left
+    /// unflushed), or with `false` once a close was asked for. The close is looked at
+    /// first, so that the writer stops taking frames at once, then flushes what is left
+    /// within its deadline.
+    pub(super) async fn has_work(&self) -> bool {
         std::future::poll_fn(|cx| {
-            if self.is_closing() {
-                return Poll::Ready(None);
-            }
-            if let Some(frame) = self.state.pop() {
-                return Poll::Ready(Some(frame));
+            if let Some(ready) = self.work() {
+                return Poll::Ready(ready);
             }
             self.state.queued.register(cx.waker());
-            // Looked at again after registering, so that a frame queued (or a close asked
-            // for) in between is seen.
-            if self.is_closing() {
-                return Poll::Ready(None);
-            }
-            match self.state.pop() {
-                Some(frame) => Poll::Ready(Some(frame)),
+            // Looked at again after registering, so that work (or a close) that came in
+            // between is seen.
+            match self.work() {
+                Some(ready) => Poll::Ready(ready),
                 None => Poll::Pending,
             }
         })
         .await
     }
 
-    /// The next queued frame if there is one (the writer's side).
-    fn try_next(&self) -> Option<Frame> {
-        self.state.pop()
+    fn work(&self) -> Option<bool> {
+        if self.is_closing() {
+            return Some(false);
+        }
+        self.has_pending().then_some(true)
+    }
+
+    /// The close asked for, taken once (the writer's close frame).
+    pub(super) fn take_close(&self) -> Option<Close> {
+        self.state
+            .close
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Whether frames are queued or written but not flushed (the writer's flush at close).
+    pub(super) fn has_pending(&self) -> bool {
+        self.state.unflushed.load(Ordering::Acquire) || !self.state.queue().is_empty()
+    }
+
+    /// The writer's write: `first` (a ping) if any, then up to [`WRITE_BATCH`]
+    /// queued frames into the WebSocket's buffer, then one flush. Polled with the writer's
+    /// waker, under the sending half's lock for each poll; the flag that keeps senders
+    /// from writing stays set until the flush has gone through.
+    pub(super) async fn write(&self, first: Option<Message>) -> Result<(), axum::Error> {
+        let mut first = first;
+        self.state.unflushed.store(true, Ordering::Release);
+        std::future::poll_fn(|cx| self.poll_write(cx, &mut first, true)).await
+    }
+
+    /// Writes and flushes `last` alone, taking nothing more from the queue (the writer's
+    /// close frame: nothing may follow it).
+    pub(super) async fn write_last(&self, last: Message) -> Result<(), axum::Error> {
+        let mut last = Some(last);
+        self.state.unflushed.store(true, Ordering::Release);
+        std::future::poll_fn(|cx| self.poll_write(cx, &mut last, false)).await
+    }
+
+    fn poll_write(
+        &self,
+        cx: &mut Context<'_>,
+        first: &mut Option<Message>,
+        queued: bool,
+    ) -> Poll<Result<(), axum::Error>> {
+        let mut slot = self.state.sink();
+        let Some(sink) = slot.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        if let Some(message) = first.take() {
+            match sink.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => sink.start_send_unpin(message)?,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    *first = Some(message);
+                    return Poll::Pending;
+                }
+            }
+        }
+        let batch = if queued { WRITE_BATCH } else { 0 };
+        for _ in 0..batch {
+            std::task::ready!(sink.poll_ready_unpin(cx))?;
+            // Taken under the sending half's lock, so that no sender writes between the
+            // frame leaving the queue and entering the buffer.
+            let Some(frame) = self.state.pop() else { break };
+            sink.start_send_unpin(to_message(frame))?;
+        }
+        std::task::ready!(sink.poll_flush_unpin(cx))?;
+        self.state.unflushed.store(false, Ordering::Release);
+        Poll::Ready(Ok(()))
+    }
+
+    /// Closes the sending half (the writer's last step, after its close frame).
+    pub(super) async fn close_sink(&self) -> Result<(), axum::Error> {
+        std::future::poll_fn(|cx| match self.state.sink().as_mut() {
+            Some(sink) => sink.poll_close_unpin(cx),
+            None => Poll::Ready(Ok(())),
+        })
+        .await
     }
 }
 
-/// Creates a socket's queue of `capacity` frames; the writer ([`run_writer`]) drains it.
+/// Creates a socket's queue of `capacity` frames; the writer ([`super::writer::run`])
+/// attaches the WebSocket's sending half and drains it.
 pub fn outbox(capacity: usize) -> Outbox {
     let state = Arc::new(OutboxState {
         queue: Mutex::new(VecDeque::new()),
@@ -261,81 +472,10 @@ pub fn outbox(capacity: usize) -> Outbox {
         closing: AtomicBool::new(false),
         close: Mutex::new(None),
         reader: AtomicWaker::new(),
+        sink: Mutex::new(None),
+        unflushed: AtomicBool::new(false),
     });
     Outbox { state }
-}
-
-/// The writer task: sends queued frames in order, and `2` (ping) every `ping_every`,
-/// ahead of any queued data (biased select). On close, flushes what is queued (bounded by
-/// a short deadline) and sends the close frame.
-pub async fn run_writer(
-    mut sink: SplitSink<WebSocket, Message>,
-    outbox: Outbox,
-    ping_every: Duration,
-) {
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            _ = ping.tick(), if !outbox.is_closing() => {
-                if sink.send(Message::Text(Utf8Bytes::from_static(sio::PING))).await.is_err() {
-                    outbox.close(Close { code: 1006, reason: "write failed" });
-                    return;
-                }
-            }
-            frame = outbox.next() => {
-                let Some(frame) = frame else { break };
-                if write_batch(&mut sink, &outbox, frame).await.is_err() {
-                    outbox.close(Close { code: 1006, reason: "write failed" });
-                    return;
-                }
-            }
-        }
-    }
-    // Flush what was queued before the close (e.g. NEWER_CONNECTION then `41`), briefly.
-    let flush = async {
-        while let Some(frame) = outbox.try_next() {
-            if sink.send(to_message(frame)).await.is_err() {
-                return;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
-    let close = outbox
-        .state
-        .close
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
-    let frame = close.map(|c| CloseFrame {
-        code: c.code,
-        reason: Utf8Bytes::from_static(c.reason),
-    });
-    let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(frame))).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
-}
-
-/// Most frames written with one flush: enough to turn a burst into one system call, few
-/// enough that a ping waits behind at most this many frames.
-pub const WRITE_BATCH: usize = 64;
-
-/// Writes `first` and whatever else is already queued (up to [`WRITE_BATCH`] frames) into
-/// the WebSocket's buffer, then flushes once: a room's burst of notes leaves in one
-/// `send` system call instead of one per frame, which was the largest cost of a delivery.
-async fn write_batch(
-    sink: &mut SplitSink<WebSocket, Message>,
-    outbox: &Outbox,
-    first: Frame,
-) -> Result<(), axum::Error> {
-    sink.feed(to_message(first)).await?;
-    for _ in 1..WRITE_BATCH {
-        match outbox.try_next() {
-            Some(frame) => sink.feed(to_message(frame)).await?,
-            None => break,
-        }
-    }
-    sink.flush().await
 }
 
 fn to_message(frame: Frame) -> Message {
@@ -346,118 +486,5 @@ fn to_message(frame: Frame) -> Message {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn text(n: usize) -> Frame {
-        Frame::Text(Utf8Bytes::from(n.to_string()))
-    }
-
-    fn texts(outbox: &Outbox) -> Vec<String> {
-        std::iter::from_fn(|| outbox.try_next())
-            .map(|f| match f {
-                Frame::Text(t) => t.as_str().to_owned(),
-                Frame::Binary(_) => unreachable!(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn offers_past_capacity_are_dropped_and_the_buffer_is_given_back() {
-        let outbox = outbox(64);
-        assert_eq!(
-            outbox.state.queue().capacity(),
-            0,
-            "an idle socket holds no buffer"
-        );
-        for n in 0..100 {
-            let expected = if n < 64 {
-                Offer::Queued
-            } else {
-                Offer::Dropped
-            };
-            assert_eq!(outbox.offer(text(n)), expected);
-        }
-        assert_eq!(outbox.dropped(), 36);
-        let sent = texts(&outbox);
-        assert_eq!(sent, (0..64).map(|n| n.to_string()).collect::<Vec<_>>());
-        assert_eq!(
-            outbox.state.queue().capacity(),
-            0,
-            "the burst's buffer is freed"
-        );
-        outbox.close(Close {
-            code: 1000,
-            reason: "bye",
-        });
-        assert_eq!(outbox.offer(text(0)), Offer::Closed);
-    }
-
-    /// A queue of one holding frame `1`, and a task sending frame `2`, which has run until
-    /// it waits for room.
-    async fn full_with_a_waiting_sender() -> (Outbox, tokio::task::JoinHandle<bool>) {
-        let outbox = outbox(1);
-        assert!(outbox.send(text(1)).await);
-        let waiting = tokio::spawn({
-            let outbox = outbox.clone();
-            async move { outbox.send(text(2)).await }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "no room yet");
-        (outbox, waiting)
-    }
-
-    #[tokio::test]
-    async fn a_send_to_a_full_queue_waits_for_room_and_keeps_order() {
-        let (outbox, waiting) = full_with_a_waiting_sender().await;
-        assert!(matches!(outbox.next().await, Some(Frame::Text(t)) if t == "1"));
-        assert!(
-            waiting.await.unwrap(),
-            "room made by the writer wakes the sender"
-        );
-        assert_eq!(texts(&outbox), ["2"]);
-    }
-
-    #[tokio::test]
-    async fn a_send_waiting_for_room_gives_up_when_the_socket_closes() {
-        let (outbox, waiting) = full_with_a_waiting_sender().await;
-        outbox.close(Close {
-            code: 1000,
-            reason: "bye",
-        });
-        assert!(!waiting.await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn a_close_wakes_the_reader_and_stops_the_writer_before_what_is_queued() {
-        let outbox = outbox(8);
-        assert_eq!(outbox.offer(text(1)), Offer::Queued);
-        assert!(matches!(outbox.next().await, Some(Frame::Text(t)) if t == "1"));
-        let reader = tokio::spawn({
-            let outbox = outbox.clone();
-            async move { outbox.closed().await }
-        });
-        let writer = tokio::spawn({
-            let outbox = outbox.clone();
-            async move { outbox.next().await.is_none() }
-        });
-        tokio::task::yield_now().await;
-        assert!(!reader.is_finished(), "no close asked for yet");
-        assert_eq!(outbox.offer(text(2)), Offer::Queued);
-        assert!(!writer.await.unwrap(), "a queued frame wakes the writer");
-        assert_eq!(outbox.offer(text(3)), Offer::Queued);
-        outbox.close(Close {
-            code: 1000,
-            reason: "bye",
-        });
-        tokio::time::timeout(Duration::from_secs(5), reader)
-            .await
-            .expect("the close wakes the reader")
-            .unwrap();
-        assert!(
-            outbox.next().await.is_none(),
-            "the writer stops at the close"
-        );
-        assert_eq!(texts(&outbox), ["3"], "and flushes what was queued itself");
-    }
-}
+#[path = "outbox_tests.rs"]
+mod tests;

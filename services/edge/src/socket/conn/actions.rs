@@ -209,7 +209,7 @@ impl Conn {
                     .join(&code, display_name, instrument, dialect)
                     .await
                     .map_err(Refusal::from)?;
-                self.enter(room, me.clone(), dialect);
+                self.enter(room, me.clone(), dialect, None);
                 Ok(Some(
                     json!({"ok": true, "room": reply.room.to_view(), "you": reply.user}),
                 ))

@@ -17,6 +17,7 @@ use super::{Conn, Joined};
 use crate::dialect::Dialect;
 use crate::fanout::{LocalMember, LocalRoom};
 use crate::sio::{self, SioPacket};
+use crate::socket::outbox::Frame;
 
 impl Conn {
     /// Handles a namespace connect in an `edge.connect` span, the root of its trace: for the
@@ -131,9 +132,8 @@ impl Conn {
         .await;
         let me = reply.user.id.clone();
         let welcome = json!({"userId": me, "room": reply.room.to_client()});
-        self.send(Dialect::Client.event("ROOM_JOIN", Some(&welcome)))
-            .await;
-        self.enter(room, me, Dialect::Client);
+        let welcome = Frame::Text(Dialect::Client.event("ROOM_JOIN", Some(&welcome)));
+        self.enter(room, me, Dialect::Client, Some(welcome));
     }
 
     /// The service dialect connects without a room; a second socket of the session
@@ -237,14 +237,26 @@ impl Conn {
         Ok(reply)
     }
 
-    /// Starts receiving the room's traffic.
-    pub(super) fn enter(&mut self, room: Arc<LocalRoom>, user_id: UserId, dialect: Dialect) {
-        room.add(LocalMember {
+    /// Starts receiving the room's traffic, after `welcome` if given: the web client's
+    /// `ROOM_JOIN` goes out ahead of the room's traffic, and the socket is a member by the
+    /// time the client has it (players act on it at once).
+    pub(super) fn enter(
+        &mut self,
+        room: Arc<LocalRoom>,
+        user_id: UserId,
+        dialect: Dialect,
+        welcome: Option<Frame>,
+    ) {
+        let member = LocalMember {
             conn_id: self.sid.clone(),
             user_id,
             dialect,
             outbox: self.outbox.clone(),
-        });
+        };
+        match welcome {
+            Some(welcome) => room.add_after(member, welcome),
+            None => room.add(member),
+        }
         self.joined = Some(Joined { room });
     }
 
