@@ -78,6 +78,15 @@ fn queue_behind_the_writer(outbox: &Outbox) {
     assert_eq!(outbox.offer(text(1), Write::Now), Offer::Queued);
 }
 
+/// Asks for a close and waits for `task`, which it must end (`what` says why).
+async fn close_and_join<T>(outbox: &Outbox, task: tokio::task::JoinHandle<T>, what: &str) {
+    outbox.close(Close {
+        code: 1000,
+        reason: "bye",
+    });
+    tokio::time::timeout(WAIT, task).await.expect(what).unwrap();
+}
+
 /// The next text frame the client receives.
 async fn next_text(client: &mut WebSocketStream<TcpStream>) -> String {
     loop {
@@ -176,14 +185,7 @@ async fn a_close_wakes_the_reader_and_stops_the_writer_before_what_is_queued() {
     assert!(!writer.is_finished(), "no work yet");
     assert_eq!(outbox.offer(text(1), Write::Now), Offer::Queued);
     assert!(writer.await.unwrap(), "a queued frame wakes the writer");
-    outbox.close(Close {
-        code: 1000,
-        reason: "bye",
-    });
-    tokio::time::timeout(WAIT, reader)
-        .await
-        .expect("the close wakes the reader")
-        .unwrap();
+    close_and_join(&outbox, reader, "the close wakes the reader").await;
     assert!(!outbox.has_work().await, "the writer stops at the close");
     assert!(outbox.has_pending(), "with what was queued left to flush");
     assert_eq!(texts(&outbox), ["1"]);
@@ -248,14 +250,7 @@ async fn a_write_the_connection_could_not_take_at_once_is_finished_by_the_writer
     assert_eq!(next_text(&mut client).await.len(), big.len());
     assert_eq!(outbox.offer(text(2), Write::Now), Offer::Queued);
     assert_eq!(next_text(&mut client).await, "2");
-    outbox.close(Close {
-        code: 1000,
-        reason: "bye",
-    });
-    tokio::time::timeout(WAIT, writer)
-        .await
-        .expect("the writer ends after the close")
-        .unwrap();
+    close_and_join(&outbox, writer, "the writer ends after the close").await;
 }
 
 #[tokio::test]
