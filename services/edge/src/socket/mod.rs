@@ -6,5 +6,7 @@ pub mod budgets;
 pub mod conn;
 pub mod limits;
 pub mod outbox;
+#[cfg(test)]
+mod test_support;
 pub mod upgrade;
 pub mod writer;

@@ -134,7 +134,13 @@ pub async fn upgrade(
     ws.read_buffer_size(READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| tasks.track_future(conn::run(edge, socket, handshake)))
+        // The socket gets a task of its own, and the upgrade's task, which holds what the
+        // upgrade needed (its configuration, this callback), ends here instead of living as
+        // long as the socket.
+        .on_upgrade(move |socket| {
+            tasks.spawn(conn::run(edge, socket, handshake));
+            std::future::ready(())
+        })
 }
 
 #[cfg(test)]
