@@ -173,7 +173,8 @@ async fn read(
     silence: Duration,
     connect_timeout: Duration,
 ) {
-    let edge = conn.edge.clone();
+    // Its own handle on the queue: the close waiter below borrows it for the whole loop,
+    // while each message borrows `conn` mutably.
     let outbox = conn.outbox.clone();
     let mut last_heard = Instant::now();
     // The socket's deadline: the namespace connect's until it has one, and its silence.
@@ -204,7 +205,7 @@ async fn read(
                 if conn.dialect.is_none()
                     && Instant::now() >= conn.unconnected_since + connect_timeout
                 {
-                    edge.metrics.connect_timeouts.inc();
+                    conn.edge.metrics.connect_timeouts.inc();
                 }
                 outbox.close(Close { code: 1000, reason: "timeout" });
                 break;
@@ -230,7 +231,8 @@ async fn read(
                 _ => SecurityKind::ProtocolViolation,
             };
             let user = conn.session.as_ref().map(|(_, user)| user);
-            edge.metrics
+            conn.edge
+                .metrics
                 .security
                 .record(kind, conn.handshake.ip, user, reason);
             outbox.close(Close { code, reason });
@@ -372,7 +374,7 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::socket::test_support::{edge, socket_pair};
+    use crate::socket::test_support::{edge, handshake, socket_pair};
 
     /// An idle socket keeps its task's future for its whole life, so the future holds the
     /// reading loop's state and nothing more: not the WebSocket and the handshake it was
@@ -381,14 +383,7 @@ mod tests {
     #[tokio::test]
     async fn a_sockets_task_keeps_only_what_its_reading_loop_needs() {
         let (socket, _client) = socket_pair(None).await;
-        let handshake = Handshake {
-            room_id: None,
-            display_name: None,
-            headers: axum::http::HeaderMap::new(),
-            ip: IpAddr::from([127, 0, 0, 1]),
-            places: None,
-        };
-        let task = run(edge(), socket, handshake);
+        let task = run(edge(), socket, handshake());
         let size = std::mem::size_of_val(&task);
         assert!(size <= 1024, "the socket task's future is {size} bytes");
     }

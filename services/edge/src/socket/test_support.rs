@@ -16,6 +16,7 @@ use crate::http::limits::IpLimits;
 use crate::http::session::{CookieSigner, SessionAuth};
 use crate::metrics::EdgeMetrics;
 use crate::rpc::Rpc;
+use crate::socket::conn::Handshake;
 
 /// How long a test waits for a frame it expects.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
@@ -77,4 +78,15 @@ pub(crate) fn edge() -> Arc<Edge> {
         SocketSettings::default(),
         metrics,
     )
+}
+
+/// The handshake of a socket from loopback with no query and no credentials.
+pub(crate) fn handshake() -> Handshake {
+    Handshake {
+        room_id: None,
+        display_name: None,
+        headers: axum::http::HeaderMap::new(),
+        ip: std::net::IpAddr::from([127, 0, 0, 1]),
+        places: None,
+    }
 }

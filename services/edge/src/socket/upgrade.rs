@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Extension, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -130,22 +130,55 @@ pub async fn upgrade(
         places: places.map(|Extension(p)| p),
     };
     let max = edge.settings.max_payload;
-    let tasks = edge.tasks.clone();
     ws.read_buffer_size(READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
-        // The socket gets a task of its own, and the upgrade's task, which holds what the
-        // upgrade needed (its configuration, this callback), ends here instead of living as
-        // long as the socket.
-        .on_upgrade(move |socket| {
-            tasks.spawn(conn::run(edge, socket, handshake));
-            std::future::ready(())
-        })
+        .on_upgrade(start(edge, handshake))
+}
+
+/// What the upgrade's task does once the connection is a WebSocket: sets the socket up and
+/// spawns its own task, tracked by `Edge::tasks`, and ends. The upgrade's task holds what
+/// the upgrade needed (its configuration, this callback); awaiting the socket in it would
+/// keep all that for the socket's life.
+fn start(
+    edge: Arc<Edge>,
+    handshake: Handshake,
+) -> impl FnOnce(WebSocket) -> std::future::Ready<()> + Send + 'static {
+    move |socket| {
+        let tasks = edge.tasks.clone();
+        tasks.spawn(conn::run(edge, socket, handshake));
+        std::future::ready(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use futures::{FutureExt, StreamExt};
+
     use super::*;
+    use crate::socket::test_support::{WAIT, edge, handshake, socket_pair};
+
+    /// The upgrade's task ends as soon as the socket is set up, and the socket goes on in a
+    /// task of its own (tracked for the drain): its open packet reaches the client after
+    /// the upgrade's work is over. Awaiting the socket in the upgrade's task kept the
+    /// upgrade's state for the socket's life.
+    #[tokio::test]
+    async fn the_upgrades_task_ends_and_the_socket_lives_on_in_its_own() {
+        let (socket, mut client) = socket_pair(None).await;
+        let edge = edge();
+        let upgrade = start(edge.clone(), handshake())(socket);
+        assert!(
+            upgrade.now_or_never().is_some(),
+            "the upgrade's task waited on the socket"
+        );
+        assert_eq!(edge.tasks.len(), 1, "the socket's task is tracked");
+        let open = tokio::time::timeout(WAIT, client.next())
+            .await
+            .expect("the socket's open packet")
+            .unwrap()
+            .unwrap();
+        assert!(open.to_text().unwrap().starts_with("0{"), "{open:?}");
+    }
 
     #[test]
     fn origins_from_the_list_or_this_host() {
