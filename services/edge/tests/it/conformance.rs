@@ -35,7 +35,7 @@ async fn socket_io_client_page_lifecycle() {
 
 /// Runs one file of tests/js with `node --test` against the cluster's two edges.
 async fn run_node_suite(cluster: &Cluster, file: &str, env: &[(&str, String)]) {
-    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("js");
     assert!(
         js.join("node_modules/socket.io-client").exists(),
         "npm packages missing: run `make test-deps` (npm ci in {})",
