@@ -3,7 +3,7 @@
 #   make run        build and start the service (embedded mode)       [npm run start]
 #   make dev        debug build and run, restarting on change         [npm run dev]
 #   make test       everything CI checks: the test suite              [npm test]
-#   make test-faults  fault tests on the split deployment as real processes (~5 min)
+#   make test-faults  fault tests on the split deployment as real processes (~4 min)
 #   make k8s-check  render and validate k8s/ and deploy/ (part of make test)
 #   make lint       rustfmt --check + clippy -D warnings              [npm run lint]
 
@@ -104,7 +104,7 @@ test: test-deps k8s-check ## the whole test suite against real NATS and the Mong
 # services/p2piano/Cargo.toml). A dead edge of 5,000 sockets and a drain of 10,000 are timed
 # against the 10 s rule and the 5 s grace: dependencies are optimized in the test profile
 # for them (Cargo.toml).
-test-faults: test-deps ## fault tests: kill/drain/freeze/restart each process under traffic, slow and flooding clients, 5,000- and 10,000-socket edges (~5 min)
+test-faults: test-deps ## fault tests: kill/drain/freeze/restart each process under traffic, slow and flooding clients, 5,000- and 10,000-socket edges (~4 min)
 	$(CARGO) test -p p2piano --test faults -- --test-threads=1 --nocapture
 
 coverage: test-deps ## line coverage report (cargo-llvm-cov) in target/llvm-cov/html
