@@ -12,9 +12,13 @@
 # A label is letters, digits and underscores; a build's extra environment goes in
 # AB_ENV_<LABEL> (space-separated NAME=value words).
 # Runs are appended as JSON lines to $AB_RESULTS (default target/bench/ab.jsonl). The load
-# generator is target/release/loadgen (cargo build --release -p loadgen).
+# generator is target/release/loadgen (cargo build --release -p loadgen). The deployment
+# runs in target/bench/ab-cluster on ports of its own, beside a `make up`: edges on 3961 and
+# 3962, NATS on 4360, the MongoDB-wire server on 27360, the reference server on 3960.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=tools/bench/lib.sh
+source tools/bench/lib.sh
 
 ROUNDS=5 ROOMS=100 SECS=5
 while getopts "r:n:s:" opt; do
@@ -28,11 +32,18 @@ done
 shift $((OPTIND - 1))
 [ $# -ge 1 ] || { echo "usage: $0 [-r ROUNDS] [-n ROOMS] [-s SECONDS] LABEL=BINARY ..." >&2; exit 2; }
 
+for build in "$@"; do
+    label=${build%%=*} bin=${build#*=}
+    [[ $label =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || { echo "label '$label': letters, digits and _ only" >&2; exit 2; }
+    [ -x "$bin" ] || { echo "no binary at $bin" >&2; exit 1; }
+done
 LG=target/release/loadgen
 [ -x "$LG" ] || { echo "no $LG: cargo build --release -p loadgen" >&2; exit 1; }
 RESULTS=${AB_RESULTS:-target/bench/ab.jsonl}
-REF_PORT=${REF_PORT:-3900}
-CLUSTER_DIR=${RUN_DIR:-.run/cluster}
+REF_PORT=3960
+export RUN_DIR=target/bench/ab-cluster NATS_PORT=4360 MONGO_PORT=27360 EDGE1_PORT=3961 \
+    EDGE2_PORT=3962 ROOMS_ADMIN=127.0.0.1:9361 PRESENCE_ADMIN=127.0.0.1:9362 \
+    EDGE1_ADMIN=127.0.0.1:9363 EDGE2_ADMIN=127.0.0.1:9364
 mkdir -p "$(dirname "$RESULTS")"
 export P2PIANO_MAX_CONNECTIONS_PER_IP=0 P2PIANO_ROOM_STORE=memory
 first_run=0
@@ -55,23 +66,15 @@ fanout() {
 for round in $(seq "$ROUNDS"); do
     "$LG" reference-server --port "$REF_PORT" > /dev/null 2>&1 &
     REF_PID=$!
-    for _ in $(seq 300); do
-        curl -fsS -o /dev/null "http://127.0.0.1:$REF_PORT/health" 2>/dev/null && break
-        sleep 0.1
-    done
+    wait_url "http://127.0.0.1:$REF_PORT/health"
     fanout reference "http://127.0.0.1:$REF_PORT" "$REF_PID"
     kill "$REF_PID"; wait "$REF_PID" 2>/dev/null || true; REF_PID=
     for build in "$@"; do
         label=${build%%=*} bin=${build#*=}
-        [[ $label =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || { echo "label '$label': letters, digits and _ only" >&2; exit 2; }
-        [ -x "$bin" ] || { echo "no binary at $bin" >&2; exit 1; }
-        tools/cluster/down.sh > /dev/null 2>&1 || true
-        rm -rf "$CLUSTER_DIR/nats" "$CLUSTER_DIR/mongo"
         env_var="AB_ENV_$label"
         # shellcheck disable=SC2086 # the variable holds NAME=value words on purpose
-        env ${!env_var:-} P2PIANO_BIN="$bin" tools/cluster/up.sh > /dev/null
-        fanout "$label" "http://127.0.0.1:3001,http://127.0.0.1:3002" \
-            "$(cat "$CLUSTER_DIR/pids/edge-1.pid"),$(cat "$CLUSTER_DIR/pids/edge-2.pid"),$(cat "$CLUSTER_DIR/pids/nats.pid")"
+        start_split /dev/null ${!env_var:-} P2PIANO_BIN="$bin"
+        fanout "$label" "http://127.0.0.1:$EDGE1_PORT,http://127.0.0.1:$EDGE2_PORT" "$E1,$E2,$NATS"
     done
     tools/cluster/down.sh > /dev/null 2>&1 || true
     echo "round $round of $ROUNDS done" >&2

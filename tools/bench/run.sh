@@ -19,6 +19,8 @@
 # Every point of the sweep, the idle run and the join storm start on fresh processes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=tools/bench/lib.sh
+source tools/bench/lib.sh
 
 BENCH_DIR=${BENCH_DIR:-target/bench}
 SECS=${BENCH_SECS:-5}
@@ -59,15 +61,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Waits until a URL answers (30 s).
-wait_url() {
-    for _ in $(seq 300); do
-        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "bench: $1 did not answer within 30 s" >&2
-    exit 1
-}
 
 echo "== building (release)"
 cargo build --release -p p2piano -p loadgen
@@ -100,14 +93,9 @@ start_targets() {
     PORT=$ALL_PORT P2PIANO_COOKIE_SECURE=false "$BIN" all >> "$BENCH_DIR/logs/all.log" 2>&1 &
     ALL_PID=$!
     started+=("$ALL_PID")
-    tools/cluster/down.sh >/dev/null 2>&1 || true
-    rm -rf "$CLUSTER_DIR/nats" "$CLUSTER_DIR/mongo"
-    tools/cluster/up.sh >> "$BENCH_DIR/logs/up.log"
+    start_split "$BENCH_DIR/logs/up.log"
     wait_url "http://127.0.0.1:$REF_PORT/health"
     wait_url "http://127.0.0.1:$ALL_PORT/health"
-    E1=$(cat "$CLUSTER_DIR/pids/edge-1.pid")
-    E2=$(cat "$CLUSTER_DIR/pids/edge-2.pid")
-    NATS=$(cat "$CLUSTER_DIR/pids/nats.pid")
     # Memory is per edge process; CPU counts everything a delivery goes through (for the
     # split deployment: both edges and nats-server).
     PIDS[reference]=$REF_PID
