@@ -13,12 +13,13 @@
    Service selectors and target ports, probe ports, Ingress backends, HPA and PDB targets,
    ServiceMonitor ports, pod security settings, drain budget vs termination grace, replica
    counts vs NATS routes, MongoDB members and KV replicas; configuration variables against
-   shared/config/src/vars.rs; Ingress paths against the edge's routes; metric names in the
+   shared/config/src/vars.rs; the edges' relay listener (reachable from the other edges,
+   advertised, a declared port); Ingress paths against the edge's routes; metric names in the
    alerts, the Grafana dashboard and docs/OPERATIONS.md against the metrics the services
    register; nats-server tests the rendered NATS configurations (`-t`) when one is installed,
    and `bash -n` the shell scripts in ConfigMaps.
 4. deploy/compose.yaml: `docker-compose config` (Docker Compose itself, no engine needed) with
-   deploy/.env.example, plus the variable and drain checks above.
+   deploy/.env.example, plus the variable, relay listener and drain checks above.
 5. deploy/grafana-dashboard.json: parses, has a Prometheus datasource variable, and its
    queries are valid PromQL on metrics that exist.
 6. deploy/Dockerfile: hadolint.
@@ -313,6 +314,34 @@ def env_of(container: dict, configmaps: dict[str, dict]) -> dict[str, str]:
     return env
 
 
+def expanded_names(env: dict[str, str]) -> set[str]:
+    """Variables other values refer to as `$(NAME)`: set only to be expanded by Kubernetes
+    (such as the pod's IP from the downward API), not configuration of p2piano."""
+    return {n for v in env.values() for n in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", str(v))}
+
+
+def check_mesh(where: str, name: str, env: dict[str, str], ports: set[int] | None) -> None:
+    """An edge of these deployments runs beside other edges, in other pods or containers: its
+    relay listener (P2PIANO_MESH_ADDR, default 127.0.0.1:0) must be on an address they reach,
+    at a fixed port that the container declares (`ports`, None where there is no such list),
+    and a wildcard address needs P2PIANO_MESH_ADVERTISE (the edge refuses to start without
+    it), advertising that same port."""
+    addr = env.get("P2PIANO_MESH_ADDR") or "127.0.0.1:0"
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]")
+    if host in ("127.0.0.1", "::1", "localhost") or port in ("", "0"):
+        fail(where, f"{name}: P2PIANO_MESH_ADDR {addr}: the other edges cannot reach its relay listener")
+        return
+    advertise = env.get("P2PIANO_MESH_ADVERTISE") or ""
+    if not advertise:
+        if host in ("0.0.0.0", "::"):
+            fail(where, f"{name}: P2PIANO_MESH_ADDR {addr} is a wildcard and P2PIANO_MESH_ADVERTISE is unset")
+    elif advertise.rpartition(":")[2] != port:
+        fail(where, f"{name}: P2PIANO_MESH_ADVERTISE {advertise} does not name the listener's port {port}")
+    if ports is not None and port.isdigit() and int(port) not in ports:
+        fail(where, f"{name}: relay port {port} (P2PIANO_MESH_ADDR) is not a containerPort")
+
+
 def cross_check(where: str, docs: list[dict], extra: list[dict], known_vars: set[str], routes: set[str]) -> None:
     by_kind: dict[str, dict[str, dict]] = {}
     for doc in docs + extra:
@@ -389,7 +418,7 @@ def cross_check(where: str, docs: list[dict], extra: list[dict], known_vars: set
             image = c.get("image", "")
             if image.split("/")[-1].startswith("p2piano"):
                 env = env_of(c, configmaps)
-                for var in env:
+                for var in env.keys() - expanded_names(env):
                     if var not in known_vars:
                         fail(where, f"{cname}: {var} is not a variable p2piano reads")
                 role = (c.get("args") or ["?"])[0]
@@ -406,6 +435,7 @@ def cross_check(where: str, docs: list[dict], extra: list[dict], known_vars: set
                         fail(where, f"{cname}: terminationGracePeriodSeconds {grace} <= preStop {pre} s + drain {drain_ms} ms")
                     if "COOKIE_SECRET" not in env:
                         fail(where, f"{cname}: no COOKIE_SECRET")
+                    check_mesh(where, cname, env, {p["containerPort"] for p in c.get("ports") or []})
                 elif role in ("rooms", "presence"):
                     drain_ms = int(env.get("P2PIANO_DRAIN_TIMEOUT_MS", "20000"))
                     if spec.get("terminationGracePeriodSeconds", 30) <= drain_ms / 1000:
@@ -571,6 +601,10 @@ def check_compose(known_vars: set[str]) -> None:
             fail(where, f"{name}: stop_grace_period {grace} is not above the drain budget {drain} ms")
         if svc.get("command", [None])[0] == "edge":
             edge_ids.add(env.get("P2PIANO_EDGE_ID"))
+            check_mesh(where, name, env, None)
+            host = (env.get("P2PIANO_MESH_ADVERTISE") or "").rpartition(":")[0]
+            if host != name:
+                fail(where, f"{name}: P2PIANO_MESH_ADVERTISE names host {host or '(none)'}, not this service")
     if len(edge_ids) != 2 or None in edge_ids:
         fail(where, f"the two edges need distinct P2PIANO_EDGE_IDs (got {edge_ids})")
     example = (ROOT / "deploy/.env.example").read_text()

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use crate::presence_link::EdgeLink;
 use futures::future::BoxFuture;
-use p2piano_bus::{Bus, BusError};
+use p2piano_bus::{Bus, BusError, BusKind};
 use p2piano_config::{
     Config, DEFAULT_EDGE_ADMIN_ADDR, DEFAULT_NATS_URL, DEVELOPMENT_COOKIE_SECRET, Secret,
 };
@@ -19,8 +19,14 @@ use tokio_util::sync::CancellationToken;
 use crate::edge::{Edge, SocketSettings};
 use crate::gate::Gate;
 use crate::http::{self, CookieSigner, HttpState, IpLimits, SessionAuth};
+use crate::mesh::{self, Mesh, MeshIdentity, MeshSettings};
 use crate::metrics::EdgeMetrics;
 use crate::rpc::Rpc;
+
+/// Where an edge's relay listener binds when `P2PIANO_MESH_ADDR` is unset: loopback, on a
+/// port of the system's choosing (every edge on one host, as in `make up` and the tests).
+pub const DEFAULT_MESH_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 /// Why the edge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +77,8 @@ pub struct Application {
     limits: crate::serve::Limits,
     /// The admin listener (health and `/metrics`), when configured.
     admin: Option<(TcpListener, AdminState)>,
+    /// Stops the relay links (after the drain, or when the application is dropped).
+    mesh_stop: tokio_util::sync::DropGuard,
 }
 
 impl Application {
@@ -195,7 +203,41 @@ impl Application {
             &config.cors_origin,
             config.cookie_secure,
         );
-        let link = EdgeLink::new(bus, subjects, id);
+        // On NATS the relays go to the other edges over the relay links; the in-process
+        // bus (one process, one edge) hands them over as values instead.
+        let mesh_stop = CancellationToken::new();
+        let mesh = match bus.kind() {
+            BusKind::Nats => {
+                let identity = MeshIdentity {
+                    edge_id: id.clone(),
+                    listen: config.mesh_addr.unwrap_or(DEFAULT_MESH_ADDR),
+                    advertise: config.mesh_advertise.clone(),
+                    secret: secret.as_bytes().to_vec(),
+                };
+                let settings = MeshSettings {
+                    ack_timeout: config.heartbeat,
+                    forget_after: config.edge_timeout,
+                    ..MeshSettings::default()
+                };
+                let stop = mesh_stop.clone();
+                let mesh = Mesh::start(
+                    identity,
+                    edge.registry.index(),
+                    settings,
+                    edge.metrics.clone(),
+                    stop,
+                )
+                .await
+                .map_err(|e| AppError::Config(e.to_string()))?;
+                mesh::run_discovery(mesh.clone(), bus.clone(), &subjects, mesh_stop.clone())
+                    .await?;
+                mesh::roll_call(&mesh, &bus, &subjects, config.heartbeat).await?;
+                edge.registry.set_mesh(mesh.clone());
+                Some(mesh.addr().to_owned())
+            }
+            BusKind::InProcess => None,
+        };
+        let link = EdgeLink::new(bus, subjects, id).with_mesh(mesh);
         let addr = SocketAddr::from(([0, 0, 0, 0], config.port));
         let listener = TcpListener::bind(addr).await?;
         let admin_port = match &admin_listener {
@@ -217,6 +259,7 @@ impl Application {
             drain_budget: config.drain_timeout,
             limits,
             admin: admin_listener.map(|l| (l, admin_state)),
+            mesh_stop: mesh_stop.drop_guard(),
         })
     }
 
@@ -281,6 +324,7 @@ impl Application {
         if let Some(admin) = admin {
             let _ = admin.await;
         }
+        drop(self.mesh_stop);
         tracing::info!("edge stopped");
         Ok(())
     }

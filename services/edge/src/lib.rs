@@ -1,8 +1,9 @@
 //! The edge: the HTTP API and the Socket.IO gateway that browsers talk to.
 //!
 //! Stateless apart from its own sockets: sessions live in presence, rooms in the rooms
-//! service, and each room's traffic reaches every edge holding a member of it through the
-//! room's subjects. Any edge can serve any client.
+//! service. Each room's membership events reach every edge holding a member of it through
+//! the room's subject, and its relays over the relay links between those edges. Any edge
+//! can serve any client.
 //!
 //! - [`http`]: REST routes in both dialects, sessions and cookies, CORS, limits, OpenAPI;
 //! - [`sio`]: the Engine.IO / Socket.IO frame codec;
@@ -11,6 +12,7 @@
 //! - [`events`]: validation of each dialect's events into actions;
 //! - [`dialect`]: how each dialect's outgoing events are written;
 //! - [`fanout`]: per-room subscriptions and delivery to local sockets;
+//! - [`mesh`]: the relay links between edges, and how edges find each other;
 //! - [`serve`], [`gate`], [`proxy`]: the accept loop, its deadlines, its connection caps,
 //!   and the client address behind trusted proxies;
 //! - [`edge`], [`app`]: shared state, start-up, control from presence, drain.
@@ -22,6 +24,7 @@ pub mod events;
 mod fanout;
 mod gate;
 mod http;
+pub mod mesh;
 mod metrics;
 pub mod presence_link;
 mod proxy;

@@ -79,6 +79,14 @@ pub struct EdgeMetrics {
     /// `p2piano_edge_bus_request_duration_seconds{service,op}`: time from sending a request
     /// to rooms or presence until its reply (or failure), as the edge waits for it.
     pub bus_request_duration: Family<RequestLabels, Histogram>,
+    /// `p2piano_edge_mesh_links`: relay links from this edge to other edges that are up.
+    pub mesh_links: Gauge,
+    /// `p2piano_edge_mesh_dropped_total`: frames for another edge dropped because its
+    /// link's queue was full (a stalled or unreachable edge).
+    pub mesh_dropped: Counter,
+    /// `p2piano_edge_mesh_refused_total`: incoming relay links closed at the handshake (a
+    /// wrong secret, a malformed or late hello).
+    pub mesh_refused: Counter,
 }
 
 impl EdgeMetrics {
@@ -105,6 +113,9 @@ impl EdgeMetrics {
             bus_request_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 14))
             }),
+            mesh_links: Gauge::default(),
+            mesh_dropped: Counter::default(),
+            mesh_refused: Counter::default(),
         };
         registry.register(
             "edge_connections",
@@ -181,6 +192,21 @@ impl EdgeMetrics {
             "edge_bus_request_duration_seconds",
             "Time until rooms or presence answered a request",
             m.bus_request_duration.clone(),
+        );
+        registry.register(
+            "edge_mesh_links",
+            "Relay links to other edges that are up",
+            m.mesh_links.clone(),
+        );
+        registry.register(
+            "edge_mesh_dropped",
+            "Frames for another edge dropped because its link's queue was full",
+            m.mesh_dropped.clone(),
+        );
+        registry.register(
+            "edge_mesh_refused",
+            "Incoming relay links closed at the handshake",
+            m.mesh_refused.clone(),
         );
         m
     }

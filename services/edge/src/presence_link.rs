@@ -116,6 +116,9 @@ pub struct EdgeLink {
     bus: Bus,
     subjects: Subjects,
     edge_id: String,
+    /// Where this edge's relay links are, said in every heartbeat so that the other edges
+    /// find them.
+    mesh: Option<String>,
 }
 
 impl EdgeLink {
@@ -125,7 +128,14 @@ impl EdgeLink {
             bus,
             subjects,
             edge_id: edge_id.into(),
+            mesh: None,
         }
+    }
+
+    /// The same link, whose heartbeats say that this edge's relay links are at `addr`.
+    pub fn with_mesh(mut self, addr: Option<String>) -> Self {
+        self.mesh = addr;
+        self
     }
 
     /// This edge's id.
@@ -147,6 +157,7 @@ impl EdgeLink {
             stopping,
             generation: vitals.generation.load(Ordering::Relaxed),
             digest: Some(vitals.digest()),
+            mesh: self.mesh.clone(),
         };
         let body = match serde_json::to_vec(&hb) {
             Ok(b) => Bytes::from(b),

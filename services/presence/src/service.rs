@@ -262,6 +262,7 @@ mod tests {
             stopping,
             generation: 0,
             digest: None,
+            mesh: None,
         }))
     }
 

@@ -72,6 +72,16 @@ pub struct Config {
     /// edge pick a random one (a restarted edge is a new edge).
     #[serde(deserialize_with = "crate::de::optional_text")]
     pub edge_id: Option<String>,
+    /// `P2PIANO_MESH_ADDR`, default `127.0.0.1:0`: where an edge on NATS listens for the
+    /// other edges' relay links. Edges on several hosts need an address the others reach
+    /// (for example `0.0.0.0:3101`, with `P2PIANO_MESH_ADVERTISE`).
+    #[serde(deserialize_with = "crate::de::optional_socket_addr")]
+    pub mesh_addr: Option<SocketAddr>,
+    /// `P2PIANO_MESH_ADVERTISE`: `host:port` at which the other edges reach this edge's
+    /// relay listener; `None` means the listener's own bound address, which must then not
+    /// be a wildcard such as `0.0.0.0`.
+    #[serde(deserialize_with = "crate::de::optional_text")]
+    pub mesh_advertise: Option<String>,
     /// `P2PIANO_REQUEST_TIMEOUT_MS`, default 5000: bound on each bus request.
     #[serde(rename = "request_timeout_ms", with = "crate::durations::millis")]
     pub request_timeout: Duration,
@@ -165,6 +175,8 @@ impl Default for Config {
             subject_prefix: "p2piano".to_owned(),
             admin_addr: None,
             edge_id: None,
+            mesh_addr: None,
+            mesh_advertise: None,
             request_timeout: Duration::from_millis(5000),
             room_idle: Duration::from_secs(5400),
             session_ttl: Duration::from_secs(86400),

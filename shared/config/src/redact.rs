@@ -35,6 +35,8 @@ impl fmt::Debug for Config {
             .field("subject_prefix", &self.subject_prefix)
             .field("admin_addr", &self.admin_addr)
             .field("edge_id", &self.edge_id)
+            .field("mesh_addr", &self.mesh_addr)
+            .field("mesh_advertise", &self.mesh_advertise)
             .field("request_timeout", &self.request_timeout)
             .field("room_idle", &self.room_idle)
             .field("session_ttl", &self.session_ttl)

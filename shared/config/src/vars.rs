@@ -78,6 +78,12 @@ pub(crate) const VARS: &[Var] = &[
     var(SUBJECT_PREFIX, "subject_prefix", Kind::Text),
     var("P2PIANO_ADMIN_ADDR", "admin_addr", Kind::OptionalText),
     var(EDGE_ID, "edge_id", Kind::OptionalText),
+    var("P2PIANO_MESH_ADDR", "mesh_addr", Kind::OptionalText),
+    var(
+        "P2PIANO_MESH_ADVERTISE",
+        "mesh_advertise",
+        Kind::OptionalText,
+    ),
     var(REQUEST_TIMEOUT_MS, "request_timeout_ms", Kind::Parsed),
     var(ROOM_IDLE_SECS, "room_idle_secs", Kind::Parsed),
     var(SESSION_TTL_SECS, "session_ttl_secs", Kind::Parsed),

@@ -9,6 +9,7 @@ pub mod budget;
 pub mod call;
 pub mod error;
 pub mod events;
+pub mod mesh;
 pub mod presence;
 pub mod relay;
 pub mod room;

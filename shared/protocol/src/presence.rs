@@ -320,6 +320,10 @@ pub struct Heartbeat {
     /// The digest of the sockets the edge holds (absent from an older edge).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<EdgeDigest>,
+    /// Where the other edges reach this edge's relay links (`host:port`), when it has them:
+    /// the edges learn of each other from their heartbeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<String>,
 }
 
 /// `<prefix>.edge.<id>.control`: what presence asks of one edge.
@@ -465,8 +469,10 @@ mod tests {
             stopping: false,
             generation: 0,
             digest: None,
+            mesh: None,
         };
         assert!(serde_json::to_value(&hb).unwrap().get("stopping").is_none());
+        assert!(serde_json::to_value(&hb).unwrap().get("mesh").is_none());
         // An older edge's heartbeat (no generation, no digest) still reads.
         let old: Heartbeat = serde_json::from_value(
             json!({"edgeId": "e1", "connections": 3, "at": "1970-01-01T00:00:00.000Z"}),

@@ -178,6 +178,17 @@ impl Subjects {
         format!("{}.edge.*.heartbeat", self.prefix)
     }
 
+    /// `<prefix>.mesh.roll`: a starting edge's roll call; every edge with relay links
+    /// answers with where it is (see [`crate::mesh`]).
+    pub fn mesh_roll(&self) -> String {
+        format!("{}.mesh.roll", self.prefix)
+    }
+
+    /// `<prefix>.mesh.roll.<edge_id>`: where the answers to one edge's roll call go.
+    pub fn mesh_roll_reply(&self, edge_id: &str) -> String {
+        format!("{}.mesh.roll.{}", self.prefix, edge_id)
+    }
+
     /// Checks that an edge id can be used as one subject token.
     pub fn check_edge_id(edge_id: &str) -> Result<(), ValidationError> {
         if is_subject_token(edge_id) {

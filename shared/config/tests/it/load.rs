@@ -470,6 +470,8 @@ fn to_env_loads_back_as_the_same_configuration() {
             subject_prefix = "planned"
             admin_addr = "127.0.0.1:9123"
             edge_id = "edge-7"
+            mesh_addr = "0.0.0.0:3101"
+            mesh_advertise = "edge-7.edges:3101"
             request_timeout_ms = 2345
             room_idle_secs = 77
             session_ttl_secs = 88

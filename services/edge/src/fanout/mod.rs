@@ -1,23 +1,50 @@
 //! Per-room fan-out: while this edge holds at least one local member of a room it is
-//! subscribed to `<prefix>.room.<code>.>` (through a no-echo handle on the bus), keeps the
-//! room's member set from the membership events (so the same-room rule needs no request per
+//! subscribed to the room's membership events (through a no-echo handle on the bus),
+//! keeps the room's member set from them (so the same-room rule needs no request per
 //! event), and delivers relays and membership changes to its local sockets, encoding each
 //! frame once per dialect. The relays of its own sockets it delivers itself, in the sender's
-//! task ([`Registry::relay`]); the bus brings only the other edges'.
+//! task ([`Registry::relay`]). The other edges' relays come over the relay links
+//! ([`crate::mesh`]) on NATS, and on the room's relay subject on the in-process bus.
+
+mod registry;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
-use futures::StreamExt;
-use p2piano_bus::{Bus, BusError, BusKind, Headers, Message, Subscription};
+use p2piano_bus::{BusKind, Headers};
 use p2piano_protocol::relay::Relay;
-use p2piano_protocol::{MembersEvent, Room, RoomCode, Subjects, UserId};
-use tokio_util::sync::CancellationToken;
+use p2piano_protocol::{MembersEvent, Room, RoomCode, UserId};
+
+pub use registry::Registry;
 
 use crate::dialect::{Dialect, MembersFrame};
+use crate::mesh::Peer;
 use crate::metrics::EdgeMetrics;
 use crate::socket::outbox::{Frame, Offer, Outbox, Write};
+
+/// The rooms this edge holds, by code: what the relay links deliver into and what their
+/// interest is checked against.
+pub type RoomIndex = RwLock<HashMap<RoomCode, Arc<LocalRoom>>>;
+
+/// The room `code` of `index`, if this edge holds it.
+pub fn index_get(index: &RoomIndex, code: &RoomCode) -> Option<Arc<LocalRoom>> {
+    index
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(code)
+        .cloned()
+}
+
+/// Every room of `index`.
+pub fn index_rooms(index: &RoomIndex) -> Vec<Arc<LocalRoom>> {
+    index
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect()
+}
 
 /// A local socket that is in a room.
 #[derive(Clone, Debug)]
@@ -39,6 +66,9 @@ pub struct LocalRoom {
     /// `<prefix>.room.<code>.relay`, built once rather than per note.
     relay_subject: String,
     inner: Mutex<Inner>,
+    /// Whether the room's first member's wait for the other edges is over: until then
+    /// later members of the room wait too.
+    ready: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -49,9 +79,22 @@ struct Inner {
     members: Vec<LocalMember>,
     /// Sockets attached (joining or joined); the subscription lives while this is > 0.
     attached: usize,
+    /// The other edges that hold members of the room: where this edge's relays of it go.
+    peers: Vec<Arc<Peer>>,
 }
 
 impl LocalRoom {
+    /// A room with nobody attached yet; `ready` says whether members may be welcomed at
+    /// once or must wait for [`LocalRoom::set_ready`].
+    fn new(code: RoomCode, relay_subject: String, ready: bool) -> Self {
+        Self {
+            code,
+            relay_subject,
+            inner: Mutex::default(),
+            ready: tokio::sync::watch::Sender::new(ready),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -89,6 +132,55 @@ impl LocalRoom {
     /// The latest room record.
     pub fn snapshot(&self) -> Option<Room> {
         self.lock().snapshot.clone()
+    }
+
+    /// Records that edge `peer` holds members of the room too (once).
+    pub fn add_peer(&self, peer: &Arc<Peer>) {
+        let mut inner = self.lock();
+        if !inner.peers.iter().any(|p| p.id() == peer.id()) {
+            inner.peers.push(peer.clone());
+        }
+    }
+
+    /// Records that edge `id` no longer holds members of the room.
+    pub fn remove_peer(&self, id: &str) {
+        self.lock().peers.retain(|p| p.id() != id);
+    }
+
+    /// The ids of the other edges this room's relays go to.
+    pub fn peer_ids(&self) -> Vec<String> {
+        self.lock()
+            .peers
+            .iter()
+            .map(|p| p.id().to_owned())
+            .collect()
+    }
+
+    /// Queues the frame `build` makes (built once, and only if some edge is to get it) on
+    /// the link of every other edge that holds the room. Returns how many frames were
+    /// dropped for full queues.
+    pub fn send_to_peers(&self, build: impl FnOnce() -> Option<bytes::Bytes>) -> u64 {
+        let inner = self.lock();
+        if inner.peers.is_empty() {
+            return 0;
+        }
+        let Some(frame) = build() else { return 0 };
+        inner
+            .peers
+            .iter()
+            .filter(|p| !p.send_relay(frame.clone()))
+            .count() as u64
+    }
+
+    /// Lets members be welcomed: the first member's wait for the other edges is over.
+    pub fn set_ready(&self) {
+        self.ready.send_replace(true);
+    }
+
+    /// Waits until members may be welcomed.
+    pub async fn until_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
     }
 
     /// Starts delivering this room's traffic to `member`.
@@ -190,9 +282,37 @@ fn count_delivered<F>(
     queued.iter().sum()
 }
 
-struct Slot {
-    room: Arc<LocalRoom>,
-    stop: CancellationToken,
+/// Delivers another edge's relay to the local members of `room` in an `edge.deliver` span
+/// joined to the trace of the sender's event (carried in `headers`), so that a trace
+/// follows an event to every edge that delivers it. The span is a
+/// [`p2piano_telemetry::TRACE_TARGET`] span: without export it is never created.
+pub fn deliver_relay_traced(
+    room: &LocalRoom,
+    relay: &Relay,
+    headers: &Headers,
+    metrics: &EdgeMetrics,
+) -> u64 {
+    let span = deliver_span(room, "relay");
+    p2piano_telemetry::set_parent_from(&span, headers);
+    let _entered = span.enter();
+    span.record("event", relay.event.as_str());
+    let n = room.deliver_relay(relay, Write::Queued, metrics);
+    span.record("delivered", n);
+    n
+}
+
+/// The `edge.deliver` span of one delivery of a relay or a membership event (`kind`).
+fn deliver_span(room: &LocalRoom, kind: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        target: p2piano_telemetry::TRACE_TARGET,
+        parent: None,
+        "edge.deliver",
+        otel.kind = "consumer",
+        code = %room.code,
+        kind,
+        event = tracing::field::Empty,
+        delivered = tracing::field::Empty,
+    )
 }
 
 /// Who writes the frames of an edge's own relays to its sockets, by the bus it runs on.
@@ -210,188 +330,6 @@ pub fn local_write(kind: BusKind) -> Write {
     }
 }
 
-/// The rooms this edge holds members of, subscribed through a no-echo handle on the bus:
-/// the relays this edge publishes reach its own sockets through [`Registry::relay`], never
-/// back from the bus.
-pub struct Registry {
-    bus: Bus,
-    subjects: Subjects,
-    metrics: EdgeMetrics,
-    rooms: tokio::sync::Mutex<HashMap<RoomCode, Slot>>,
-    /// Who writes the frames of this edge's own relays, chosen once from the bus.
-    local_write: Write,
-}
-
-impl Registry {
-    /// An empty registry.
-    pub fn new(bus: Bus, subjects: Subjects, metrics: EdgeMetrics) -> Self {
-        let local_write = local_write(bus.kind());
-        Self {
-            bus,
-            subjects,
-            metrics,
-            rooms: tokio::sync::Mutex::new(HashMap::new()),
-            local_write,
-        }
-    }
-
-    /// Publishes a relay to the room's subject, for the other edges holding members, and
-    /// delivers it to this edge's own members of the room at once (the bus does not echo it
-    /// back). Returns how many local frames were queued. The relay goes as a value:
-    /// serialized only when it leaves the process.
-    pub async fn relay(
-        &self,
-        room: &LocalRoom,
-        relay: Relay,
-        headers: Headers,
-    ) -> Result<u64, BusError> {
-        let relay = Arc::new(relay);
-        self.bus
-            .publish_value(room.relay_subject(), headers, Arc::clone(&relay))
-            .await?;
-        Ok(room.deliver_relay(&relay, self.local_write, &self.metrics))
-    }
-
-    /// Whether the rooms' bus connection is up (part of readiness: without it no relay
-    /// reaches another edge).
-    pub fn is_connected(&self) -> bool {
-        self.bus.is_connected()
-    }
-
-    /// Attaches a socket to `code`: subscribes to the room's subjects first if this edge
-    /// had nobody there (so that nothing published after the join is missed). Every
-    /// attach must be paired with a [`Registry::detach`].
-    pub async fn attach(&self, code: &RoomCode) -> Result<Arc<LocalRoom>, BusError> {
-        let mut rooms = self.rooms.lock().await;
-        if let Some(slot) = rooms.get(code) {
-            slot.room.lock().attached += 1;
-            return Ok(slot.room.clone());
-        }
-        let sub = self.bus.subscribe(&self.subjects.room_all(code)).await?;
-        let room = Arc::new(LocalRoom {
-            code: code.clone(),
-            relay_subject: self.subjects.room_relay(code),
-            inner: Mutex::new(Inner {
-                attached: 1,
-                ..Default::default()
-            }),
-        });
-        let stop = CancellationToken::new();
-        tokio::spawn(run_room(
-            room.clone(),
-            sub,
-            self.subjects.room_members(code),
-            self.metrics.clone(),
-            stop.clone(),
-        ));
-        self.metrics.rooms.inc();
-        rooms.insert(
-            code.clone(),
-            Slot {
-                room: room.clone(),
-                stop,
-            },
-        );
-        Ok(room)
-    }
-
-    /// Detaches socket `conn_id` from `code`; the last one out unsubscribes.
-    pub async fn detach(&self, code: &RoomCode, conn_id: &str) {
-        let mut rooms = self.rooms.lock().await;
-        let Some(slot) = rooms.get(code) else {
-            return;
-        };
-        let empty = {
-            let mut inner = slot.room.lock();
-            inner.members.retain(|m| &*m.conn_id != conn_id);
-            inner.attached = inner.attached.saturating_sub(1);
-            inner.attached == 0
-        };
-        if empty {
-            if let Some(slot) = rooms.remove(code) {
-                slot.stop.cancel();
-            }
-            self.metrics.rooms.dec();
-        }
-    }
-
-    /// How many rooms have a subscription here.
-    pub async fn len(&self) -> usize {
-        self.rooms.lock().await.len()
-    }
-
-    /// Whether no room is subscribed.
-    pub async fn is_empty(&self) -> bool {
-        self.len().await == 0
-    }
-}
-
-/// Reads one room's subscription until stopped.
-///
-/// Each message is delivered in an `edge.deliver` span joined to the trace of the event that
-/// caused it (the sender's `edge.event` for a relay, rooms' `rooms.rpc` for a membership
-/// change), so that a trace follows an event to every edge that delivers it. The span is a
-/// [`p2piano_telemetry::TRACE_TARGET`] span: without export it is never created.
-async fn run_room(
-    room: Arc<LocalRoom>,
-    mut sub: Subscription,
-    members_subject: String,
-    metrics: EdgeMetrics,
-    stop: CancellationToken,
-) {
-    loop {
-        let msg = tokio::select! {
-            _ = stop.cancelled() => break,
-            msg = sub.next() => match msg {
-                Some(m) => m,
-                None => break,
-            },
-        };
-        deliver(&room, &msg, msg.subject == members_subject, &metrics);
-    }
-    let _ = sub.unsubscribe().await;
-}
-
-/// Delivers one message of a room's subscription (a membership event when `members`, else
-/// a relay) in its `edge.deliver` span.
-fn deliver(room: &LocalRoom, msg: &Message, members: bool, metrics: &EdgeMetrics) {
-    let span = tracing::info_span!(
-        target: p2piano_telemetry::TRACE_TARGET,
-        parent: None,
-        "edge.deliver",
-        otel.kind = "consumer",
-        code = %room.code,
-        kind = if members { "members" } else { "relay" },
-        event = tracing::field::Empty,
-        delivered = tracing::field::Empty,
-    );
-    p2piano_telemetry::set_parent_from(&span, &msg.headers);
-    let _entered = span.enter();
-    if members {
-        match msg.value::<MembersEvent>() {
-            Ok(e) => {
-                span.record("event", tracing::field::debug(e.kind));
-                span.record(
-                    "delivered",
-                    room.deliver_members(&e, Write::Queued, metrics),
-                );
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, code = %room.code, "unreadable membership event")
-            }
-        }
-    } else {
-        // Handed over as a value on the in-process bus; parsed once here off NATS.
-        match msg.value::<Relay>() {
-            Ok(r) => {
-                span.record("event", r.event.as_str());
-                span.record("delivered", room.deliver_relay(&r, Write::Queued, metrics));
-            }
-            Err(e) => tracing::warn!(error = %e, code = %room.code, "unreadable relay"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use p2piano_protocol::relay::RelayKind;
@@ -404,11 +342,11 @@ mod tests {
     const JOINER: &str = "00000000-0000-4000-8000-00000000000b";
 
     fn room() -> LocalRoom {
-        LocalRoom {
-            code: RoomCode::parse("abcde").unwrap(),
-            relay_subject: "test.room.abcde.relay".into(),
-            inner: Mutex::default(),
-        }
+        LocalRoom::new(
+            RoomCode::parse("abcde").unwrap(),
+            "test.room.abcde.relay".into(),
+            true,
+        )
     }
 
     fn joiner(outbox: &Outbox) -> LocalMember {
