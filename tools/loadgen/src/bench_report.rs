@@ -88,6 +88,46 @@ fn runs<'a>(res: &'a Results, scenario: &'a str) -> impl Iterator<Item = &'a Run
     res.runs.iter().filter(move |r| r.scenario == scenario)
 }
 
+/// The fan-out runs of each (target, rooms), in the order run: a point of the sweep that
+/// was repeated has several.
+fn fanout_points(res: &Results) -> BTreeMap<(usize, u64), Vec<&Run>> {
+    let mut points: BTreeMap<(usize, u64), Vec<&Run>> = BTreeMap::new();
+    for r in runs(res, "fanout") {
+        points
+            .entry((order(&r.label), r.p("rooms") as u64))
+            .or_default()
+            .push(r);
+    }
+    points
+}
+
+/// The median of `xs` (the mean of the two middle values for an even count); NaN when empty.
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.retain(|x| x.is_finite());
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// The run that stands for a point in the sweep's table and plot: of a repeated point, the
+/// run of the median CPU per delivery (the lower middle one for an even count), so that one
+/// unlucky run does not speak for the point.
+fn representative<'a>(point: &[&'a Run]) -> &'a Run {
+    let mut sorted: Vec<&Run> = point.to_vec();
+    sorted.sort_by(|a, b| {
+        a.r("server_cpu_s_per_million")
+            .total_cmp(&b.r("server_cpu_s_per_million"))
+    });
+    sorted[(sorted.len() - 1) / 2]
+}
+
 fn f(x: f64, digits: usize) -> String {
     if x.is_finite() {
         format!("{x:.digits$}")
@@ -151,7 +191,8 @@ pub fn markdown(res: &Results, plot_path: Option<&str>) -> String {
     );
     md.push_str("| target | rooms | offered/s | delivered/s | p50 | p90 | p99 | p99.9 | max | lost | reordered | CPU s/M |\n");
     md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    let mut sweep: Vec<&Run> = runs(res, "fanout").collect();
+    let points = fanout_points(res);
+    let mut sweep: Vec<&Run> = points.values().map(|p| representative(p)).collect();
     sweep.sort_by(|a, b| {
         (a.p("rooms") as u64, order(&a.label)).cmp(&(b.p("rooms") as u64, order(&b.label)))
     });
@@ -193,8 +234,10 @@ pub fn markdown(res: &Results, plot_path: Option<&str>) -> String {
                 )
             })
             .unwrap_or_else(|| "–".into());
-        let lost: f64 = mine.iter().map(|r| r.r("lost")).sum();
-        let reordered: f64 = mine.iter().map(|r| r.r("reordered")).sum();
+        let all_runs = runs(res, "fanout").filter(|r| r.label == t);
+        let (lost, reordered) = all_runs.fold((0.0, 0.0), |(l, o), r| {
+            (l + r.r("lost"), o + r.r("reordered"))
+        });
         let _ = writeln!(
             md,
             "| {t} | {} | {} | {half} | {} | {} |",
@@ -207,6 +250,7 @@ pub fn markdown(res: &Results, plot_path: Option<&str>) -> String {
     if let Some(p) = plot_path {
         let _ = writeln!(md, "\n![Latency percentiles against offered load]({p})\n");
     }
+    repeated_points(&mut md, &points);
 
     md.push_str("\n### Idle sockets\n\n");
     md.push_str(
@@ -287,6 +331,65 @@ pub fn markdown(res: &Results, plot_path: Option<&str>) -> String {
     md
 }
 
+/// The table of the points run more than once: every run's CPU per delivery and p99, their
+/// medians, and the medians' ratios to the reference's at the same point.
+fn repeated_points(md: &mut String, points: &BTreeMap<(usize, u64), Vec<&Run>>) {
+    let mut rooms: Vec<u64> = points
+        .iter()
+        .filter(|(_, runs)| runs.len() > 1)
+        .map(|((_, rooms), _)| *rooms)
+        .collect();
+    rooms.sort_unstable();
+    rooms.dedup();
+    if rooms.is_empty() {
+        return;
+    }
+    md.push_str(
+        "\n**Repeated points.** These points were run several times, each time on fresh \
+         processes and with the targets in turn; the sweep above shows each one's run of \
+         median CPU. Ratios are of the medians to the reference's at the same point.\n\n",
+    );
+    md.push_str("| rooms | offered/s | target | CPU s/M, each run | median | ratio | p99 (ms), each run | median | ratio |\n");
+    md.push_str("|---:|---:|---|---|---:|---:|---|---:|---:|\n");
+    let cpu = |r: &&Run| r.r("server_cpu_s_per_million");
+    let p99 = |r: &&Run| r.lat_ms("latency_us", "p99");
+    for n in rooms {
+        let of = |t: usize| points.get(&(t, n));
+        let base = of(0).map(|runs| {
+            (
+                median(runs.iter().map(cpu).collect()),
+                median(runs.iter().map(p99).collect()),
+            )
+        });
+        for (t, name) in TARGETS.iter().enumerate() {
+            let Some(runs) = of(t) else { continue };
+            let list = |g: &dyn Fn(&&Run) -> f64, digits| {
+                runs.iter()
+                    .map(|r| f(g(r), digits))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let (c, l) = (
+                median(runs.iter().map(cpu).collect()),
+                median(runs.iter().map(p99).collect()),
+            );
+            let ratio =
+                |x: f64, b: Option<f64>| b.map_or("–".into(), |b| format!("{} ×", f(x / b, 2)));
+            let _ = writeln!(
+                md,
+                "| {n} | {} | {name} | {} | {} | {} | {} | {} | {} |",
+                int(runs[0].offered()),
+                list(&cpu, 1),
+                f(c, 1),
+                ratio(c, base.map(|b| b.0)),
+                list(&p99, 2),
+                f(l, 2),
+                ratio(l, base.map(|b| b.1)),
+            );
+        }
+    }
+}
+
 fn order(label: &str) -> usize {
     TARGETS
         .iter()
@@ -319,7 +422,9 @@ pub fn series(res: &Results) -> Vec<Series> {
     let mut out = Vec::new();
     for t in TARGETS {
         for (q, name) in [("p50", "p50"), ("p99", "p99")] {
-            let mut points: Vec<(f64, f64)> = runs(res, "fanout")
+            let mut points: Vec<(f64, f64)> = fanout_points(res)
+                .values()
+                .map(|p| representative(p))
                 .filter(|r| r.label == t)
                 .map(|r| (r.offered(), r.lat_ms("latency_us", q)))
                 .filter(|(_, y)| y.is_finite() && *y > 0.0)
@@ -384,6 +489,42 @@ mod tests {
         let s = series(&res);
         assert_eq!(s.len(), 4);
         assert_eq!(s[0].points, vec![(6000.0, 0.15), (24000.0, 0.2)]);
+    }
+
+    #[test]
+    fn a_repeated_point_is_shown_by_its_median_run_with_every_run_listed() {
+        let line = |label: &str, cpu: f64, p99: u64| {
+            format!(
+                r#"{{"scenario":"fanout","label":"{label}","params":{{"rooms":100,"users":4,"rate":50}},"results":{{"delivered_per_s":60000.0,"latency_us":{{"p50":100,"p99":{p99}}},"lost":0,"reordered":1,"server_cpu_s_per_million":{cpu}}}}}"#
+            )
+        };
+        let text = [
+            line("reference", 6.0, 1000),
+            line("split", 9.0, 2000),
+            line("reference", 8.0, 1200),
+            line("split", 20.0, 9000),
+            line("reference", 7.0, 900),
+            line("split", 10.0, 1800),
+        ]
+        .join("\n");
+        let res = parse(&text).unwrap();
+        let md = markdown(&res, None);
+        // The sweep has one row per point: the run of median CPU (split's 10.0, not 20.0).
+        assert_eq!(md.matches("| split | 100 |").count(), 1, "{md}");
+        assert!(
+            md.contains("| split | 100 | 60,000 | 60,000 | 0.10 | – | 1.80 |"),
+            "{md}"
+        );
+        assert!(md.contains("| 100 | 60,000 | reference | 6.0, 8.0, 7.0 | 7.0 | 1.00 × | 1.00, 1.20, 0.90 | 1.00 | 1.00 × |"), "{md}");
+        assert!(md.contains("| 100 | 60,000 | split | 9.0, 20.0, 10.0 | 10.0 | 1.43 × | 2.00, 9.00, 1.80 | 2.00 | 2.00 × |"), "{md}");
+        // Lost and reordered count every run, not only the ones shown.
+        assert!(
+            md.contains("| split | 60,000 | 1.00 | 1.80 (at 60,000/s) | 0 | 3 |"),
+            "{md}"
+        );
+        assert_eq!(series(&res)[2].points, vec![(60000.0, 0.1)]);
+        assert!(median(vec![]).is_nan());
+        assert_eq!(median(vec![1.0, 4.0, 2.0, 3.0]), 2.5);
     }
 
     #[test]
