@@ -156,7 +156,7 @@ fuzz: ## fuzz the frame codec and every payload validator, FUZZ_SECONDS (default
 			target/fuzz-corpus/$$t $(FUZZ_DIR)/corpus/$$t -- -max_total_time=$(FUZZ_SECONDS); \
 	done
 
-bench: test-servers ## measure p2piano against the reference server (~8 min): BENCHMARKS.md, docs/bench-latency.png
+bench: test-servers ## measure p2piano against the reference server (~9 min): BENCHMARKS.md, docs/bench-latency.png
 	tools/bench/run.sh
 
 clean:

@@ -134,9 +134,14 @@ impl LocalRoom {
         self.lock().snapshot.clone()
     }
 
-    /// Records that edge `peer` holds members of the room too (once).
+    /// Records that edge `peer` holds members of the room too (once). A forgotten peer is
+    /// not recorded: it is marked gone before it is taken out of every room, and this
+    /// looks under the room's lock, so a late answer from it cannot put it back.
     pub fn add_peer(&self, peer: &Arc<Peer>) {
         let mut inner = self.lock();
+        if peer.state() == crate::mesh::LinkState::Gone {
+            return;
+        }
         if !inner.peers.iter().any(|p| p.id() == peer.id()) {
             inner.peers.push(peer.clone());
         }

@@ -208,8 +208,12 @@ async fn the_last_member_leaving_tells_the_other_edges() {
         a_room.peer_ids().is_empty()
     })
     .await;
+    let b_peer = a.mesh.heard("b", b.mesh.addr()).unwrap();
     a.mesh.forget("b");
     assert!(a.mesh.peers().is_empty());
+    // A late answer from a forgotten edge does not put it back into a room.
+    a_room.add_peer(&b_peer);
+    assert!(a_room.peer_ids().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
