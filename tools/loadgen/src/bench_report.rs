@@ -187,10 +187,12 @@ pub fn markdown(res: &Results, plot_path: Option<&str>) -> String {
          other three. *Offered* is the deliveries/s asked for; *delivered* what arrived. \
          Latency is from the sender's write to the receiver's read (ms). CPU is that of every \
          process a note passes through (split: both edges and nats-server), per million \
-         deliveries.\n\n",
+         deliveries. *Busy* is how busy the whole machine was while the notes were sent, in \
+         percent of all its cores (`/proc/stat`: the load generator, the servers and \
+         anything else).\n\n",
     );
-    md.push_str("| target | rooms | offered/s | delivered/s | p50 | p90 | p99 | p99.9 | max | lost | reordered | CPU s/M |\n");
-    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| target | rooms | offered/s | delivered/s | p50 | p90 | p99 | p99.9 | max | lost | reordered | CPU s/M | busy % |\n");
+    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let points = fanout_points(res);
     let mut sweep: Vec<&Run> = points.values().map(|p| representative(p)).collect();
     sweep.sort_by(|a, b| {
@@ -199,7 +201,7 @@ pub fn markdown(res: &Results, plot_path: Option<&str>) -> String {
     for r in &sweep {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.label,
             r.p("rooms"),
             int(r.offered()),
@@ -212,6 +214,10 @@ pub fn markdown(res: &Results, plot_path: Option<&str>) -> String {
             int(r.r("lost")),
             int(r.r("reordered")),
             f(r.r("server_cpu_s_per_million"), 1),
+            f(
+                r.results["machine_busy_pct"].as_f64().unwrap_or(f64::NAN),
+                0
+            ),
         );
     }
     md.push_str("\n**Peak deliveries/s and ratio to the reference** (same run, same loads):\n\n");
@@ -349,10 +355,11 @@ fn repeated_points(md: &mut String, points: &BTreeMap<(usize, u64), Vec<&Run>>) 
          processes and with the targets in turn; the sweep above shows each one's run of \
          median CPU. Ratios are of the medians to the reference's at the same point.\n\n",
     );
-    md.push_str("| rooms | offered/s | target | CPU s/M, each run | median | ratio | p99 (ms), each run | median | ratio |\n");
-    md.push_str("|---:|---:|---|---|---:|---:|---|---:|---:|\n");
+    md.push_str("| rooms | offered/s | target | CPU s/M, each run | median | ratio | p99 (ms), each run | median | ratio | machine busy %, each run |\n");
+    md.push_str("|---:|---:|---|---|---:|---:|---|---:|---:|---|\n");
     let cpu = |r: &&Run| r.r("server_cpu_s_per_million");
     let p99 = |r: &&Run| r.lat_ms("latency_us", "p99");
+    let busy = |r: &&Run| r.results["machine_busy_pct"].as_f64().unwrap_or(f64::NAN);
     for n in rooms {
         let of = |t: usize| points.get(&(t, n));
         let base = of(0).map(|runs| {
@@ -377,7 +384,7 @@ fn repeated_points(md: &mut String, points: &BTreeMap<(usize, u64), Vec<&Run>>) 
                 |x: f64, b: Option<f64>| b.map_or("–".into(), |b| format!("{} ×", f(x / b, 2)));
             let _ = writeln!(
                 md,
-                "| {n} | {} | {name} | {} | {} | {} | {} | {} | {} |",
+                "| {n} | {} | {name} | {} | {} | {} | {} | {} | {} | {} |",
                 int(runs[0].offered()),
                 list(&cpu, 1),
                 f(c, 1),
@@ -385,6 +392,7 @@ fn repeated_points(md: &mut String, points: &BTreeMap<(usize, u64), Vec<&Run>>) 
                 list(&p99, 2),
                 f(l, 2),
                 ratio(l, base.map(|b| b.1)),
+                list(&busy, 0),
             );
         }
     }
@@ -516,7 +524,7 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| 100 | 60,000 | reference | 6.0, 8.0, 7.0 | 7.0 | 1.00 × | 1.00, 1.20, 0.90 | 1.00 | 1.00 × |"), "{md}");
-        assert!(md.contains("| 100 | 60,000 | split | 9.0, 20.0, 10.0 | 10.0 | 1.43 × | 2.00, 9.00, 1.80 | 2.00 | 2.00 × |"), "{md}");
+        assert!(md.contains("| 100 | 60,000 | split | 9.0, 20.0, 10.0 | 10.0 | 1.43 × | 2.00, 9.00, 1.80 | 2.00 | 2.00 × | –, –, – |"), "{md}");
         // Lost and reordered count every run, not only the ones shown.
         assert!(
             md.contains("| split | 60,000 | 1.00 | 1.80 (at 60,000/s) | 0 | 3 |"),

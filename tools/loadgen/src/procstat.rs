@@ -77,9 +77,52 @@ pub fn own_cpu_seconds() -> Option<f64> {
     cpu_seconds(std::process::id())
 }
 
+/// The machine's CPU time from the first (`cpu`) line of `/proc/stat`: (busy, total) in
+/// clock ticks over all cores, busy being everything but `idle` and `iowait`.
+pub fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|n| n.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is inside user and nice).
+    if ticks.len() < 8 {
+        return None;
+    }
+    let total: u64 = ticks[..8].iter().sum();
+    let idle = ticks[3] + ticks[4];
+    Some((total - idle, total))
+}
+
+/// The machine's (busy, total) CPU ticks so far.
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    parse_machine_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// How busy the whole machine was between two [`machine_ticks`] readings, in percent of
+/// all its cores: the load a run's latencies were measured under, everything on the
+/// machine included.
+pub fn busy_percent(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
+    let busy = after.0.checked_sub(before.0)?;
+    let total = after.1.checked_sub(before.1)?;
+    (total > 0).then(|| busy as f64 / total as f64 * 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_machine_s_load_is_read_from_proc_stat() {
+        let stat = "cpu  100 5 50 800 20 3 2 0 0 0\ncpu0 50 2 25 400 10 1 1 0 0 0\nintr 1\n";
+        assert_eq!(parse_machine_ticks(stat), Some((160, 980)));
+        assert_eq!(parse_machine_ticks("cpu  1 2 3\n"), None);
+        assert_eq!(parse_machine_ticks("intr 1\n"), None);
+        assert_eq!(busy_percent((160, 980), (260, 1180)), Some(50.0));
+        assert_eq!(busy_percent((160, 980), (160, 980)), None);
+        assert!(machine_ticks().is_some_and(|(b, t)| b <= t));
+    }
 
     #[test]
     fn vmrss_is_read_from_status() {

@@ -137,7 +137,9 @@ pub async fn run(args: &FanoutArgs) -> Result<Report, String> {
     tokio::time::sleep_until(start.into()).await;
     let cpu0 = procstat::cpu_seconds_sum(&ctx.server_pids);
     let own0 = procstat::own_cpu_seconds();
+    let machine0 = procstat::machine_ticks();
     tokio::time::sleep_until(plan.end.into()).await;
+    let machine1 = procstat::machine_ticks();
     // Let the last sends go out, then wait for what is in flight.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let drain_until = Instant::now() + args.drain.0;
@@ -187,5 +189,11 @@ pub async fn run(args: &FanoutArgs) -> Result<Report, String> {
             .map(|c| c / total.received as f64 * 1e6),
     );
     report.set_opt("loadgen_cpu_s", own1.zip(own0).map(|(a, b)| a - b));
+    report.set_opt(
+        "machine_busy_pct",
+        machine0
+            .zip(machine1)
+            .and_then(|(a, b)| procstat::busy_percent(a, b)),
+    );
     Ok(report)
 }
