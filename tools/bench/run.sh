@@ -139,13 +139,18 @@ for t in reference all split; do
         --targets "${TARGET[$t]}" --server-pid "${PIDS[$t]}"
 done
 
-echo "== fan-out sweep: 4 players per room, 50 notes/s each, $SECS s per point"
-for rooms in $ROOMS; do
+# One point of the sweep: fresh processes, then the three targets in turn.
+fanout_point() {
     start_targets
     for t in reference all split; do
-        run "$t" fanout --rooms "$rooms" --users 4 --rate 50 --duration "$SECS" \
+        run "$t" fanout --rooms "$1" --users 4 --rate 50 --duration "$SECS" \
             --targets "${TARGET[$t]}" --server-pid "${CPU_PIDS[$t]}" --concurrency "${CONC[$t]}"
     done
+}
+
+echo "== fan-out sweep: 4 players per room, 50 notes/s each, $SECS s per point"
+for rooms in $ROOMS; do
+    fanout_point "$rooms"
 done
 
 # One run of a point moves by more than most changes do (a run's reference, or a target,
@@ -155,11 +160,7 @@ done
 for ((i = 2; i <= REPEAT; i++)); do
     for rooms in $REPEAT_ROOMS; do
         echo "== fan-out at $rooms rooms again (run $i of $REPEAT)"
-        start_targets
-        for t in reference all split; do
-            run "$t" fanout --rooms "$rooms" --users 4 --rate 50 --duration "$SECS" \
-                --targets "${TARGET[$t]}" --server-pid "${CPU_PIDS[$t]}" --concurrency "${CONC[$t]}"
-        done
+        fanout_point "$rooms"
     done
 done
 

@@ -397,6 +397,31 @@ async fn presence_killed_and_restarted_under_traffic() {
     service_killed(Down::Presence).await;
 }
 
+/// One note from a to b (sequence `first`) and one from b to a (`first + 1`), each sent
+/// once: both must arrive within `within`. `when` names the moment in the log line.
+async fn notes_each_way(r: &mut Room, first: u64, within: Duration, when: &str) {
+    for (seq, forward) in [(first, true), (first + 1, false)] {
+        let (from, to) = if forward {
+            (&r.a, &mut r.b)
+        } else {
+            (&r.b, &mut r.a)
+        };
+        let sent = Instant::now();
+        from.sender().note(seq, &[&to.user_id]).await.unwrap();
+        let (got, _) = to
+            .wait_for(within, |g| g.is("KEY_DOWN", &from.user_id))
+            .await
+            .unwrap_or_else(|seen| {
+                panic!("a note sent {when} did not arrive within {within:?}: {seen:?}")
+            });
+        assert_eq!(seq_of(got.event().unwrap().1), seq);
+        println!(
+            "[faults] nats_restarted: note sent {when} delivered in {} ms",
+            sent.elapsed().as_millis()
+        );
+    }
+}
+
 /// How long NATS stays down: longer than the edge timeout (3 s), so that presence hears no
 /// heartbeat for longer than it allows a live edge.
 const NATS_OUTAGE: Duration = Duration::from_secs(4);
@@ -416,24 +441,7 @@ async fn nats_restarted_everything_reconnects() {
     // Notes between players on different edges do not need NATS: the edges' relay links
     // carry them while it is down (a relay on NATS would wait in the client's buffer until
     // the restart, past this deadline).
-    for (seq, forward) in [(900u64, true), (901, false)] {
-        let (from, to) = if forward {
-            (&r.a, &mut r.b)
-        } else {
-            (&r.b, &mut r.a)
-        };
-        let sent = Instant::now();
-        from.sender().note(seq, &[&to.user_id]).await.unwrap();
-        let (got, _) = to
-            .wait_for(NATS_OUTAGE / 2, |g| g.is("KEY_DOWN", &from.user_id))
-            .await
-            .expect("a note sent while NATS is down arrives over the relay links");
-        assert_eq!(seq_of(got.event().unwrap().1), seq);
-        println!(
-            "[faults] nats_restarted: note sent while NATS was down delivered in {} ms",
-            sent.elapsed().as_millis()
-        );
-    }
+    notes_each_way(&mut r, 900, NATS_OUTAGE / 2, "while NATS was down").await;
     let (mut worst_get, mut worst_ready, mut rounds) = (Duration::ZERO, Duration::ZERO, 0);
     // Requests during the outage (its length is the fault's duration, not a wait). The
     // edge's NATS client holds a request while it reconnects, so a request that needs a
@@ -466,24 +474,7 @@ async fn nats_restarted_everything_reconnects() {
         ready.duration_since(nats_up).as_secs_f64()
     );
     // Fan-out resumed: one note each way, sent once, arrives.
-    for (seq, forward) in [(1000u64, true), (1001, false)] {
-        let (from, to) = if forward {
-            (&r.a, &mut r.b)
-        } else {
-            (&r.b, &mut r.a)
-        };
-        let sent = Instant::now();
-        from.sender().note(seq, &[&to.user_id]).await.unwrap();
-        let (got, _) = to
-            .wait_for(Duration::from_secs(10), |g| g.is("KEY_DOWN", &from.user_id))
-            .await
-            .expect("a note sent after the restart arrives");
-        assert_eq!(seq_of(got.event().unwrap().1), seq);
-        println!(
-            "[faults] nats_restarted: note sent after the restart delivered in {} ms",
-            sent.elapsed().as_millis()
-        );
-    }
+    notes_each_way(&mut r, 1000, Duration::from_secs(10), "after the restart").await;
     expect_session_kept(d.edge(0), &code, &r.a.cookie).await;
     expect_session_kept(d.edge(1), &code, &r.b.cookie).await;
     let c = Player::must_join(d.edge(0), &code, &r.cookie_c, None).await;
