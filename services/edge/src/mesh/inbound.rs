@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::Mesh;
@@ -19,8 +19,16 @@ use crate::fanout::{deliver_relay_traced, index_get, index_rooms};
 /// Answers queued on one incoming link; a dialer that does not read them is cut off.
 const ANSWERS: usize = 1024;
 
-/// Accepts links until `stop`.
-pub(super) async fn accept(mesh: Weak<Mesh>, listener: TcpListener, stop: CancellationToken) {
+/// Accepts links until `stop`. At most `max_handshakes` connections may be in their
+/// handshake at once; past that a new connection is closed at once (and counted as
+/// refused), so that connections that never say hello cannot pile up.
+pub(super) async fn accept(
+    mesh: Weak<Mesh>,
+    listener: TcpListener,
+    max_handshakes: usize,
+    stop: CancellationToken,
+) {
+    let handshakes = Arc::new(Semaphore::new(max_handshakes));
     loop {
         let sock = tokio::select! {
             _ = stop.cancelled() => return,
@@ -32,25 +40,33 @@ pub(super) async fn accept(mesh: Weak<Mesh>, listener: TcpListener, stop: Cancel
                 }
             },
         };
-        if mesh.strong_count() == 0 {
+        let Some(m) = mesh.upgrade() else {
             return;
-        }
+        };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            m.metrics.mesh_refused.inc();
+            tracing::warn!("relay link refused: too many handshakes at once");
+            continue;
+        };
+        drop(m);
         let (mesh, stop) = (mesh.clone(), stop.clone());
         tokio::spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = serve(mesh, sock) => {}
+                _ = serve(mesh, sock, permit) => {}
             }
         });
     }
 }
 
-/// Serves one incoming link.
-async fn serve(mesh: Weak<Mesh>, sock: TcpStream) {
+/// Serves one incoming link; `handshaking` is held until its handshake is over.
+async fn serve(mesh: Weak<Mesh>, sock: TcpStream, handshaking: OwnedSemaphorePermit) {
     let _ = sock.set_nodelay(true);
     let (rd, mut wr) = sock.into_split();
     let mut rd = Reader::new(rd);
-    let Some(peer) = handshake(&mesh, &mut rd, &mut wr).await else {
+    let peer = handshake(&mesh, &mut rd, &mut wr).await;
+    drop(handshaking);
+    let Some(peer) = peer else {
         return;
     };
     let (answers, mut queued) = mpsc::channel::<Bytes>(ANSWERS);

@@ -47,6 +47,8 @@ pub struct MeshSettings {
     pub handshake_timeout: Duration,
     /// How long an edge may be neither reachable nor heard of before it is forgotten.
     pub forget_after: Duration,
+    /// Incoming connections that may be in their handshake at once.
+    pub max_handshakes: usize,
 }
 
 impl Default for MeshSettings {
@@ -56,6 +58,7 @@ impl Default for MeshSettings {
             ack_timeout: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(2),
             forget_after: Duration::from_secs(3),
+            max_handshakes: 64,
         }
     }
 }
@@ -154,6 +157,7 @@ impl Mesh {
         tokio::spawn(inbound::accept(
             Arc::downgrade(&mesh),
             listener,
+            mesh.settings.max_handshakes,
             mesh.stop.clone(),
         ));
         tracing::info!(addr = %mesh.addr, listen = %bound, "relay links listening");

@@ -273,6 +273,38 @@ async fn a_dialer_that_never_says_hello_is_cut_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_say_hello_cannot_pile_up() {
+    let a = edge_with(
+        "a",
+        SECRET,
+        MeshSettings {
+            max_handshakes: 2,
+            handshake_timeout: Duration::from_secs(30),
+            ..MeshSettings::default()
+        },
+    )
+    .await;
+    // Two silent connections hold both handshake places: each got its challenge.
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        let mut sock = tokio::net::TcpStream::connect(a.mesh.addr()).await.unwrap();
+        let mut challenge = [0u8; 5 + wire::CHALLENGE_LEN];
+        sock.read_exact(&mut challenge).await.unwrap();
+        silent.push(sock);
+    }
+    // A third is closed at once, without a challenge (long before the 30 s timeout).
+    let mut third = tokio::net::TcpStream::connect(a.mesh.addr()).await.unwrap();
+    let mut rest = Vec::new();
+    third.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(a.metrics.mesh_refused.get(), 1);
+    // Once a place is free, a real edge links as usual.
+    drop(silent);
+    let b = edge("b").await;
+    link(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_for_an_unreachable_edge_are_bounded_and_counted() {
     let a = edge_with(
         "a",
