@@ -15,6 +15,7 @@ use axum::extract::ws::Utf8Bytes;
 use p2piano_bus::{BusKind, Headers};
 use p2piano_protocol::relay::Relay;
 use p2piano_protocol::{MembersEvent, Room, RoomCode, UserId};
+use tokio_util::sync::CancellationToken;
 
 pub use registry::Registry;
 
@@ -69,6 +70,8 @@ pub struct LocalRoom {
     /// Whether the room's first member's wait for the other edges is over: until then
     /// later members of the room wait too.
     ready: tokio::sync::watch::Sender<bool>,
+    /// Stops the room's subscription task when the last member is gone.
+    stop: CancellationToken,
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +95,7 @@ impl LocalRoom {
             relay_subject,
             inner: Mutex::default(),
             ready: tokio::sync::watch::Sender::new(ready),
+            stop: CancellationToken::new(),
         }
     }
 
@@ -153,6 +157,7 @@ impl LocalRoom {
     }
 
     /// The ids of the other edges this room's relays go to.
+    #[cfg(test)]
     pub fn peer_ids(&self) -> Vec<String> {
         self.lock()
             .peers

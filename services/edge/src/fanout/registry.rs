@@ -2,24 +2,17 @@
 //! NATS, tells the other edges through the relay links), detaching the last one lets go;
 //! a local relay goes to the local members and to the other edges that hold the room.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use futures::StreamExt;
 use p2piano_bus::{Bus, BusError, Headers, Message, Subscription};
 use p2piano_protocol::relay::Relay;
 use p2piano_protocol::{MembersEvent, RoomCode, Subjects};
-use tokio_util::sync::CancellationToken;
 
 use super::{LocalRoom, RoomIndex, deliver_relay_traced, deliver_span, index_get, local_write};
 use crate::mesh::{Mesh, wire};
 use crate::metrics::EdgeMetrics;
 use crate::socket::outbox::Write;
-
-struct Slot {
-    room: Arc<LocalRoom>,
-    stop: CancellationToken,
-}
 
 /// The rooms this edge holds members of, subscribed through a no-echo handle on the bus:
 /// the relays this edge sends reach its own sockets through [`Registry::relay`], never
@@ -28,8 +21,10 @@ pub struct Registry {
     bus: Bus,
     subjects: Subjects,
     metrics: EdgeMetrics,
-    rooms: tokio::sync::Mutex<HashMap<RoomCode, Slot>>,
-    /// The same rooms, for the relay links to look up without waiting.
+    /// Held by an attach or a detach for the whole of its change (a subscribe is awaited
+    /// under it), so that two sockets never both subscribe to a room.
+    changes: tokio::sync::Mutex<()>,
+    /// The rooms held; the relay links look rooms up here without waiting.
     index: Arc<RoomIndex>,
     /// The relay links, when the edge has them (on NATS): relays go to the other edges
     /// over them, not through the bus.
@@ -46,7 +41,7 @@ impl Registry {
             bus,
             subjects,
             metrics,
-            rooms: tokio::sync::Mutex::new(HashMap::new()),
+            changes: tokio::sync::Mutex::new(()),
             index: Arc::default(),
             mesh: OnceLock::new(),
             local_write,
@@ -62,11 +57,6 @@ impl Registry {
     /// serves; a second call is ignored.
     pub fn set_mesh(&self, mesh: Arc<Mesh>) {
         let _ = self.mesh.set(mesh);
-    }
-
-    /// The relay links, when the edge has them.
-    pub fn mesh(&self) -> Option<&Arc<Mesh>> {
-        self.mesh.get()
     }
 
     /// Sends a relay to the other edges holding members of the room (over the relay
@@ -109,11 +99,10 @@ impl Registry {
     /// their members relay after the join is missed). Every attach must be paired with a
     /// [`Registry::detach`].
     pub async fn attach(&self, code: &RoomCode) -> Result<Arc<LocalRoom>, BusError> {
-        let mut rooms = self.rooms.lock().await;
-        if let Some(slot) = rooms.get(code) {
-            slot.room.lock().attached += 1;
-            let room = slot.room.clone();
-            drop(rooms);
+        let changes = self.changes.lock().await;
+        if let Some(room) = index_get(&self.index, code) {
+            room.lock().attached += 1;
+            drop(changes);
             room.until_ready().await;
             return Ok(room);
         }
@@ -129,27 +118,18 @@ impl Registry {
             mesh.is_none(),
         ));
         room.lock().attached = 1;
-        let stop = CancellationToken::new();
         tokio::spawn(run_room(
             room.clone(),
             sub,
             self.subjects.room_members(code),
             self.metrics.clone(),
-            stop.clone(),
         ));
         self.metrics.rooms.inc();
-        rooms.insert(
-            code.clone(),
-            Slot {
-                room: room.clone(),
-                stop,
-            },
-        );
         self.index
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(code.clone(), room.clone());
-        drop(rooms);
+        drop(changes);
         if let Some(mesh) = mesh {
             mesh.announce(code).await;
             room.set_ready();
@@ -160,20 +140,18 @@ impl Registry {
     /// Detaches socket `conn_id` from `code`; the last one out unsubscribes and, with relay
     /// links, tells the other edges.
     pub async fn detach(&self, code: &RoomCode, conn_id: &str) {
-        let mut rooms = self.rooms.lock().await;
-        let Some(slot) = rooms.get(code) else {
+        let _changes = self.changes.lock().await;
+        let Some(room) = index_get(&self.index, code) else {
             return;
         };
         let empty = {
-            let mut inner = slot.room.lock();
+            let mut inner = room.lock();
             inner.members.retain(|m| &*m.conn_id != conn_id);
             inner.attached = inner.attached.saturating_sub(1);
             inner.attached == 0
         };
         if empty {
-            if let Some(slot) = rooms.remove(code) {
-                slot.stop.cancel();
-            }
+            room.stop.cancel();
             self.index
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
@@ -186,29 +164,20 @@ impl Registry {
     }
 
     /// The room `code`, if this edge holds it.
+    #[cfg(test)]
     pub fn room(&self, code: &RoomCode) -> Option<Arc<LocalRoom>> {
         index_get(&self.index, code)
     }
-
-    /// How many rooms have a subscription here.
-    pub async fn len(&self) -> usize {
-        self.rooms.lock().await.len()
-    }
-
-    /// Whether no room is subscribed.
-    pub async fn is_empty(&self) -> bool {
-        self.len().await == 0
-    }
 }
 
-/// Reads one room's subscription until stopped.
+/// Reads one room's subscription until the room is let go ([`LocalRoom`]'s `stop`).
 async fn run_room(
     room: Arc<LocalRoom>,
     mut sub: Subscription,
     members_subject: String,
     metrics: EdgeMetrics,
-    stop: CancellationToken,
 ) {
+    let stop = room.stop.clone();
     loop {
         let msg = tokio::select! {
             _ = stop.cancelled() => break,
