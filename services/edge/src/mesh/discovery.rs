@@ -135,3 +135,113 @@ pub async fn roll_call(
     );
     Ok(heard.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use p2piano_protocol::Timestamp;
+
+    use super::*;
+    use crate::mesh::{MeshIdentity, MeshSettings};
+    use crate::metrics::EdgeMetrics;
+
+    async fn mesh(id: &str, stop: &CancellationToken) -> Arc<Mesh> {
+        let identity = MeshIdentity {
+            edge_id: id.into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            advertise: None,
+            secret: b"test-mesh-secret".to_vec(),
+        };
+        let metrics = EdgeMetrics::new(&p2piano_telemetry::Metrics::new("test"));
+        Mesh::start(
+            identity,
+            Arc::default(),
+            MeshSettings::default(),
+            metrics,
+            stop.clone(),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn beat(edge_id: &str, mesh: Option<String>, stopping: bool) -> Bytes {
+        let hb = Heartbeat {
+            edge_id: edge_id.into(),
+            connections: 0,
+            at: Timestamp::now(),
+            stopping,
+            generation: 0,
+            digest: None,
+            mesh,
+        };
+        Bytes::from(serde_json::to_vec(&hb).unwrap())
+    }
+
+    /// Polls `cond` (every 10 ms) until it holds, failing after 10 s.
+    async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_starting_edge_has_its_links_up_once_the_roll_is_called() {
+        let (bus, subjects, stop) = (
+            Bus::in_process(),
+            Subjects::new("t").unwrap(),
+            CancellationToken::new(),
+        );
+        let _stop = stop.clone().drop_guard();
+        let a = mesh("a", &stop).await;
+        run_discovery(a.clone(), bus.clone(), &subjects, stop.clone())
+            .await
+            .unwrap();
+        let b = mesh("b", &stop).await;
+        run_discovery(b.clone(), bus.clone(), &subjects, stop.clone())
+            .await
+            .unwrap();
+        // No heartbeat has been sent: only the roll call introduces b to a, and it returns
+        // with b's link to a up.
+        let answered = roll_call(&b, &bus, &subjects, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(answered, 1);
+        assert_eq!(b.peers(), [("a".to_owned(), LinkState::Up)]);
+        until("a dialed b back", || {
+            a.peers() == [("b".to_owned(), LinkState::Up)]
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn heartbeats_introduce_edges_and_a_stopping_one_forgets_its_edge() {
+        let (bus, subjects, stop) = (
+            Bus::in_process(),
+            Subjects::new("t").unwrap(),
+            CancellationToken::new(),
+        );
+        let _stop = stop.clone().drop_guard();
+        let a = mesh("a", &stop).await;
+        let c = mesh("c", &stop).await;
+        run_discovery(a.clone(), bus.clone(), &subjects, stop.clone())
+            .await
+            .unwrap();
+        let c_beat = beat("c", Some(c.addr().to_owned()), false);
+        bus.publish(&subjects.edge_heartbeat("c"), c_beat)
+            .await
+            .unwrap();
+        until("a linked to c from its heartbeat", || {
+            a.peers() == [("c".to_owned(), LinkState::Up)]
+        })
+        .await;
+        // A heartbeat without an address (an edge without links) introduces nobody.
+        bus.publish(&subjects.edge_heartbeat("old"), beat("old", None, false))
+            .await
+            .unwrap();
+        bus.publish(&subjects.edge_heartbeat("c"), beat("c", None, true))
+            .await
+            .unwrap();
+        until("c forgotten", || a.peers().is_empty()).await;
+    }
+}
