@@ -141,6 +141,7 @@ mod tests {
     use p2piano_protocol::Timestamp;
 
     use super::*;
+    use crate::mesh::tests::until;
     use crate::mesh::{MeshIdentity, MeshSettings};
     use crate::metrics::EdgeMetrics;
 
@@ -176,31 +177,35 @@ mod tests {
         Bytes::from(serde_json::to_vec(&hb).unwrap())
     }
 
-    /// Polls `cond` (every 10 ms) until it holds, failing after 10 s.
-    async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out: {what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    /// A shared in-process bus, the subjects, and the stop of every mesh of a test.
+    fn setup() -> (Bus, Subjects, CancellationToken) {
+        (
+            Bus::in_process(),
+            Subjects::new("t").unwrap(),
+            CancellationToken::new(),
+        )
+    }
+
+    /// A mesh that follows the bus's heartbeats and roll calls.
+    async fn discovering(
+        id: &str,
+        bus: &Bus,
+        subjects: &Subjects,
+        stop: &CancellationToken,
+    ) -> Arc<Mesh> {
+        let m = mesh(id, stop).await;
+        run_discovery(m.clone(), bus.clone(), subjects, stop.clone())
+            .await
+            .unwrap();
+        m
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_starting_edge_has_its_links_up_once_the_roll_is_called() {
-        let (bus, subjects, stop) = (
-            Bus::in_process(),
-            Subjects::new("t").unwrap(),
-            CancellationToken::new(),
-        );
+        let (bus, subjects, stop) = setup();
         let _stop = stop.clone().drop_guard();
-        let a = mesh("a", &stop).await;
-        run_discovery(a.clone(), bus.clone(), &subjects, stop.clone())
-            .await
-            .unwrap();
-        let b = mesh("b", &stop).await;
-        run_discovery(b.clone(), bus.clone(), &subjects, stop.clone())
-            .await
-            .unwrap();
+        let a = discovering("a", &bus, &subjects, &stop).await;
+        let b = discovering("b", &bus, &subjects, &stop).await;
         // No heartbeat has been sent: only the roll call introduces b to a, and it returns
         // with b's link to a up.
         let answered = roll_call(&b, &bus, &subjects, Duration::from_secs(5))
@@ -216,17 +221,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn heartbeats_introduce_edges_and_a_stopping_one_forgets_its_edge() {
-        let (bus, subjects, stop) = (
-            Bus::in_process(),
-            Subjects::new("t").unwrap(),
-            CancellationToken::new(),
-        );
+        let (bus, subjects, stop) = setup();
         let _stop = stop.clone().drop_guard();
-        let a = mesh("a", &stop).await;
+        let a = discovering("a", &bus, &subjects, &stop).await;
         let c = mesh("c", &stop).await;
-        run_discovery(a.clone(), bus.clone(), &subjects, stop.clone())
-            .await
-            .unwrap();
         let c_beat = beat("c", Some(c.addr().to_owned()), false);
         bus.publish(&subjects.edge_heartbeat("c"), c_beat)
             .await

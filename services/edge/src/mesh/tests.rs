@@ -63,7 +63,7 @@ async fn edge(id: &str) -> TestEdge {
 }
 
 /// Polls `cond` (every 10 ms) until it holds, failing after 10 s.
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+pub(super) async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !cond() {
         assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
